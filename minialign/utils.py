@@ -1,0 +1,176 @@
+"""Plumbing shared by every stage: device, seeding, atomic checkpoints, JSON, timing, memory.
+
+Nothing here is about alignment; it is kept in one place so that the algorithm files stay
+short. Every stage calls `pick_device`, `set_seed`, `save_checkpoint`/`load_checkpoint` and
+`write_json` from here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+# ----------------------------------------------------------------------------------------------
+# device and seed
+
+
+def pick_device(name: str | torch.device | None = None) -> torch.device:
+    """'cpu' (the default), 'cuda', 'mps', or 'auto' (the best accelerator present, else cpu)."""
+    if isinstance(name, torch.device):
+        return name
+    if name is None or name == "cpu":
+        return torch.device("cpu")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is visible to torch; use --device cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps: MPS is not available on this machine; use --device cpu")
+    return torch.device(name)
+
+
+def set_seed(seed: int) -> torch.Generator:
+    """Seed torch's global generator and return a separate CPU generator for sampling.
+
+    Sampling uses an explicit `torch.Generator` so that drawing samples does not shift the
+    random stream of anything else (dropout, data order) and the same seed gives the same run.
+    """
+    torch.manual_seed(seed)
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def fast_mode() -> bool:
+    """True when MINIALIGN_FAST=1: notebooks and tests shrink their training to seconds."""
+    return os.environ.get("MINIALIGN_FAST", "0") not in ("", "0", "false", "False")
+
+
+# ----------------------------------------------------------------------------------------------
+# files: written atomically, so a crash never leaves a half-written checkpoint or report
+
+
+def _atomic_write(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see old or new, never half
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_checkpoint(obj: dict, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename it into place."""
+    _atomic_write(Path(path), lambda f: torch.save(obj, f))
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Load a checkpoint written by `save_checkpoint` (tensors and plain Python values only)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}: run the stage that writes it first")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def write_json(obj, path: str | Path) -> None:
+    data = (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode()
+    _atomic_write(Path(path), lambda f: f.write(data))
+
+
+def read_json(path: str | Path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_text(text: str, path: str | Path) -> None:
+    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
+def _json_default(x):
+    if isinstance(x, torch.Tensor):
+        return x.tolist()
+    if hasattr(x, "item"):
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"cannot write {type(x).__name__} to JSON")
+
+
+# ----------------------------------------------------------------------------------------------
+# time and memory
+
+
+@contextmanager
+def timer():
+    """`with timer() as t: ...` then `t()` gives the elapsed seconds (also while running)."""
+    start = time.perf_counter()
+    end = None
+
+    def elapsed():
+        return (end or time.perf_counter()) - start
+
+    try:
+        yield elapsed
+    finally:
+        end = time.perf_counter()
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far, in MB (ru_maxrss is KB on Linux, B on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024**2 if sys.platform == "darwin" else rss / 1024
+
+
+def progress(iterable=None, **kwargs):
+    """A tqdm progress bar that stays quiet when output is not a terminal or a notebook log."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("dynamic_ncols", True)
+    kwargs.setdefault("leave", False)
+    kwargs.setdefault("disable", os.environ.get("MINIALIGN_NO_PROGRESS", "0") == "1")
+    return tqdm(iterable, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# optimiser shared by every training stage
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.0,
+                   betas=(0.9, 0.95)) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases, LayerNorm gains or positions' 1-D)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    # the fused/foreach kernels are the fast path on CPU too; foreach is the portable default
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)
+
+
+def cosine_lr(step: int, max_steps: int, lr: float, warmup: int, min_lr_ratio: float = 0.1) -> float:
+    """Linear warmup for `warmup` steps, then cosine decay to `min_lr_ratio * lr` at `max_steps`."""
+    import math
+
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress_ = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress_)))

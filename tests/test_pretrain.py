@@ -1,0 +1,90 @@
+"""Pretraining smoke runs: the loop learns, is reproducible from a seed, resumes, and writes
+its files atomically."""
+
+import json
+
+import pytest
+import torch
+
+from minialign import pretrain
+from minialign.pretrain import PretrainConfig, get_batch
+
+
+def tiny_cfg(**kw):
+    base = dict(n_docs=300, vocab_size=300, n_layer=1, n_head=2, n_embd=32, block_size=48,
+                batch_size=8, max_steps=12, warmup_steps=2, eval_interval=6, eval_batches=2)
+    base.update(kw)
+    return PretrainConfig(**base)
+
+
+def test_get_batch_targets_are_inputs_shifted_by_one():
+    stream = torch.arange(100)
+    x, y = get_batch(stream, 4, 10, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (4, 10)
+    assert torch.equal(y[:, :-1], x[:, 1:]) and torch.equal(y[:, -1], x[:, -1] + 1)
+    with pytest.raises(ValueError, match="too short"):
+        get_batch(torch.arange(5), 4, 10, torch.Generator())
+
+
+def test_pretraining_learns_and_writes_its_files(tmp_path):
+    m = pretrain.train(tiny_cfg(max_steps=30), tmp_path, log=lambda *_: None)
+    hist = m["history"]
+    assert m["val_loss"] < hist["val_loss"][0] or m["val_loss"] < m["initial_loss_expected"] - 1
+    assert m["train_loss"] < m["initial_loss_expected"] - 1  # far below the uniform guess
+    for name in ["pretrain/model.pt", "pretrain/metrics.json", "pretrain/loss.png", "tokenizer.json"]:
+        assert (tmp_path / name).exists(), name
+    saved = json.loads((tmp_path / "pretrain/metrics.json").read_text())
+    for key in ["val_loss", "tokens_per_second", "seconds"]:
+        assert saved[key] > 0
+    assert not list(tmp_path.rglob("*.tmp"))  # no half-written files left behind
+    model, tok = pretrain.load_model(tmp_path)
+    assert model.config.vocab_size == tok.vocab_size == 300
+
+
+def test_same_seed_same_numbers(tmp_path):
+    a = pretrain.train(tiny_cfg(), tmp_path / "a", log=lambda *_: None)
+    b = pretrain.train(tiny_cfg(), tmp_path / "b", log=lambda *_: None)
+    c = pretrain.train(tiny_cfg(seed=1), tmp_path / "c", log=lambda *_: None)
+    assert a["history"]["train_loss"] == b["history"]["train_loss"]
+    assert a["val_loss"] == b["val_loss"]
+    assert a["history"]["train_loss"] != c["history"]["train_loss"]
+
+
+def test_resume_after_a_crash_gives_the_same_result(tmp_path, monkeypatch):
+    full = pretrain.train(tiny_cfg(), tmp_path / "full", log=lambda *_: None)
+    # crash right after the first checkpoint (step 6)
+    calls = {"n": 0}
+    real_step = torch.optim.AdamW.step
+
+    def crashing_step(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt("simulated crash")
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", crashing_step)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.train(tiny_cfg(), tmp_path / "crash", log=lambda *_: None)
+    monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
+    ckpt = torch.load(tmp_path / "crash/pretrain/model.pt", weights_only=True)
+    assert ckpt["step"] == 6 and not ckpt["done"]
+    resumed = pretrain.train(tiny_cfg(), tmp_path / "crash", log=lambda *_: None)
+    assert resumed["history"]["train_loss"] == full["history"]["train_loss"]
+
+
+def test_resuming_with_another_config_is_a_clear_error(tmp_path, monkeypatch):
+    real_step = torch.optim.AdamW.step
+    calls = {"n": 0}
+
+    def crashing_step(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt("simulated crash")
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", crashing_step)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.train(tiny_cfg(), tmp_path, log=lambda *_: None)
+    monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
+    with pytest.raises(ValueError, match="another pretraining config"):
+        pretrain.train(tiny_cfg(vocab_size=320), tmp_path, log=lambda *_: None)
