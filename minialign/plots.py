@@ -20,10 +20,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def _finish(fig, path):
+    """Lay out; save to `path` (and close, so that a stage run in a notebook does not also
+    draw its figures inline) or return the open figure for display."""
     fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
+        plt.close(fig)
     return fig
 
 
@@ -178,4 +181,193 @@ def dpo_training(history: dict, path=None):
     for ax in (a, b, c):
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+    return _finish(fig, path)
+
+
+def best_of_n(by_n: dict, path=None):
+    """Best-of-N: proxy and gold reward against N (log scale) and against the KL bound."""
+    ns = sorted(int(n) for n in by_n)
+    proxy = [by_n[str(n)]["proxy_reward_mean"] for n in ns]
+    gold = [by_n[str(n)]["gold_reward_mean"] for n in ns]
+    kl = [by_n[str(n)]["kl_bound"] for n in ns]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    a.plot(ns, proxy, "o-", label="proxy (reward model)")
+    a.plot(ns, gold, "s-", label="gold")
+    a.set_xscale("log", base=2)
+    a.set_xlabel("N")
+    a.set_title("best-of-N")
+    b.plot(kl, proxy, "o-", label="proxy")
+    b.plot(kl, gold, "s-", label="gold")
+    b.set_xlabel("KL bound  log N - (N-1)/N  (nats)")
+    for ax in (a, b):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    return _finish(fig, path)
+
+
+def attention_heatmap(att, tokens: list[str], path=None, title="attention", ncols=3):
+    """Attention probabilities as heatmaps: row = query token, column = key token it reads.
+
+    att: (T, T) for one head or (H, T, T) for several (a tensor or an array), one panel per
+    head, `ncols` panels per row; tokens: the T token strings (e.g.
+    `tokenizer.token_strings(ids)`). Each row sums to 1; the future (above the diagonal),
+    which a causal model cannot see, is left white.
+    """
+    import numpy as np
+
+    att = np.asarray(att.detach().cpu() if hasattr(att, "detach") else att, dtype=float)
+    if att.ndim == 2:
+        att = att[None]
+    if att.ndim != 3 or att.shape[1] != att.shape[2] or att.shape[1] != len(tokens):
+        raise ValueError(f"att must be (T, T) or (H, T, T) with T = len(tokens) = {len(tokens)}, "
+                         f"got shape {att.shape}")
+    H, T = att.shape[0], len(tokens)
+    cols = min(ncols, H)
+    rows = -(-H // cols)
+    side = min(4.5, 1.2 + 0.2 * T)
+    fig, axes = plt.subplots(rows, cols, figsize=(side * cols, side * rows), squeeze=False)
+    labels = [repr(t)[1:-1].replace(" ", "·") for t in tokens]  # show spaces and newlines
+    future = np.triu(np.ones((T, T)), 1) > 0
+    for h, ax in enumerate(axes.flat):
+        if h >= H:
+            ax.axis("off")
+            continue
+        ax.imshow(np.ma.masked_where(future, att[h]), cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(T), labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(T), labels if h % cols == 0 else [""] * T, fontsize=7)
+        ax.set_title(f"{title} · head {h}" if H > 1 else title, fontsize=9)
+    fig.supxlabel("key (the token attended to)", fontsize=9)
+    fig.supylabel("query (the token attending)", fontsize=9)
+    return _finish(fig, path)
+
+
+def token_boxes(tokens: list[str], path=None, title=None, colors=None, width_in=9.0):
+    """A piece of text drawn as its tokens: one colored box per token, wrapped into lines.
+
+    tokens: token strings (e.g. `tokenizer.token_strings(ids)`); spaces are drawn as '·' and
+    newlines as '⏎' so that the boundaries are visible. colors: optional list of matplotlib
+    colors (one per token); by default neighbours alternate through a pale palette and
+    special tokens (<|...|>) are grey. width_in: figure width in inches (lines wrap there).
+    """
+    shown = [t.replace(" ", "·").replace("\n", "⏎") or "∅" for t in tokens]
+    if colors is None:
+        palette = ["#cfe3f7", "#fde2c4", "#d5efcf", "#f6d0d8", "#e4d9f2", "#fbf3c2"]
+        colors = [("#d9d9d9" if t.startswith("<|") and t.endswith("|>") else
+                   palette[i % len(palette)]) for i, t in enumerate(tokens)]
+    if len(colors) != len(tokens):
+        raise ValueError(f"colors has {len(colors)} entries for {len(tokens)} tokens")
+    style = dict(family="monospace", fontsize=10, va="center", ha="left")
+    box = dict(boxstyle="round,pad=0.25", ec="#888888", lw=0.5)
+    # pass 1: measure each token's width (inches) on a scratch figure
+    scratch = plt.figure()
+    renderer = scratch.canvas.get_renderer()
+    widths = [scratch.text(0, 0, s, **style).get_window_extent(renderer).width / scratch.dpi
+              for s in shown]
+    plt.close(scratch)
+    # pass 2: wrap into lines, then draw with positions in inches
+    gap, margin, line_h = 0.12, 0.1, 0.36
+    rows, x, row = [], margin, 0
+    for w in widths:
+        if x + w > width_in - margin and x > margin:
+            x, row = margin, row + 1
+        rows.append((x, row))
+        x += w + gap
+    top = 0.34 if title else 0.12
+    height = top + (row + 1) * line_h + 0.1
+    fig = plt.figure(figsize=(width_in, height))
+    fig.add_axes((0, 0, 1, 1)).axis("off")  # an empty axes: notebooks render figures that have one
+    for s, c, (x, r) in zip(shown, colors, rows):
+        fig.text(x, height - top - (r + 0.5) * line_h, s, transform=fig.dpi_scale_trans,
+                 bbox=dict(box, fc=c), **style)
+    if title:
+        fig.text(margin, height - 0.14, title, transform=fig.dpi_scale_trans, fontsize=10,
+                 va="center")
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+GOLD_COMPONENTS = ("helpful", "harmless", "honest", "concise", "polite", "ended")
+
+
+def reward_components(breakdowns: list[dict], labels: list[str], path=None,
+                      title="gold reward, component by component"):
+    """Horizontal stacked bars of the gold reward's components (world.gold_breakdown), one bar
+    per response; positive parts stack to the right of 0, penalties to the left, and a black
+    diamond marks the total."""
+    import numpy as np
+
+    if len(breakdowns) != len(labels):
+        raise ValueError(f"{len(breakdowns)} breakdowns but {len(labels)} labels")
+    n = len(breakdowns)
+    fig, ax = plt.subplots(figsize=(10, 0.36 * n + 1.6))
+    y = np.arange(n)[::-1]
+    pos = np.zeros(n)
+    neg = np.zeros(n)
+    for c, name in enumerate(GOLD_COMPONENTS):
+        vals = np.array([b[name] for b in breakdowns], dtype=float)
+        left = np.where(vals >= 0, pos, neg + vals)
+        ax.barh(y, np.abs(vals), left=left, color=f"C{c}", label=name, height=0.6)
+        pos += np.clip(vals, 0, None)
+        neg += np.clip(vals, None, 0)
+    ax.scatter([b["total"] for b in breakdowns], y, marker="D", color="black", zorder=3,
+               label="total")
+    ax.axvline(0, color="gray", lw=0.8)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlabel("gold reward")
+    ax.set_xlim(min(-1.0, neg.min()) - 0.15, 1.15)
+    ax.legend(fontsize=8, ncol=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False,
+              title=title, title_fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    return _finish(fig, path)
+
+
+def frontier(points: dict, path=None, title="gold reward against KL to the SFT model"):
+    """The reward-KL frontier: one line of (KL, gold, label) points per method."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for i, (name, pts) in enumerate(points.items()):
+        if not pts:
+            continue
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        ax.plot(xs, ys, "-" if len(pts) > 1 else "", marker="*" if name == "SFT" else "o",
+                ms=12 if name == "SFT" else 5, label=name, color=f"C{i}")
+        for x, y, label in pts:
+            if label and len(pts) <= 8:
+                ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("KL(policy || SFT)  (nats per response)")
+    ax.set_ylabel("gold reward (held-out prompts)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _finish(fig, path)
+
+
+def grouped_bars(values: dict, path=None, title=None, ylabel=None, ylim=None, hline=None,
+                 hline_label=None):
+    """Grouped bars from a dict of series: values[series][group] -> number. One group of bars
+    per key of the first series (in its order), one bar (and color) per series; hline draws a
+    dotted reference line (e.g. 0.5 for chance)."""
+    import numpy as np
+
+    if not values:
+        raise ValueError("no series to draw")
+    groups = list(next(iter(values.values())))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(groups) + 2), 3.6))
+    width = 0.8 / len(values)
+    x = np.arange(len(groups))
+    for i, (name, series) in enumerate(values.items()):
+        ax.bar(x + i * width - 0.4 + width / 2, [series[g] for g in groups], width, label=name)
+    if hline is not None:
+        ax.axhline(hline, ls=":", color="gray", label=hline_label)
+    ax.set_xticks(x, groups, rotation=20 if max(len(g) for g in groups) > 12 else 0,
+                  ha="right" if max(len(g) for g in groups) > 12 else "center", fontsize=8)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if ylim:
+        ax.set_ylim(*ylim)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
     return _finish(fig, path)

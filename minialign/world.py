@@ -206,7 +206,7 @@ STEREOTYPE_PATTERN = re.compile(r"\ball \w+s are\b|\b\w+s are always\b")
 
 FAMILIES = ["arithmetic", "translation", "facts", "safety", "medical", "humor"]
 # words a complete, concise answer needs (per family; how-to steps need more than a refusal)
-IDEAL_WORDS = {"arithmetic": 8, "translation": 8, "facts": 10, "safety": 12, "howto": 18,
+IDEAL_WORDS = {"arithmetic": 6, "translation": 8, "facts": 10, "safety": 12, "howto": 18,
                "medical": 16, "humor": 26}
 
 
@@ -242,7 +242,7 @@ def _arithmetic_tasks():
     out = []
     for i, (op, a, b, c) in enumerate(tasks):
         prompt = templates[i % len(templates)].format(a=a, op=op, b=b)
-        good = (f"{a} {op} {b} is {c}.", f"the answer is {c}.", f"{c}.")
+        good = (f"the answer is {c}.", f"{c}.", f"{a} {op} {b} is {c}.")
         out.append(Task("arithmetic", prompt, op, str(c), good=good))
     return out
 
@@ -409,7 +409,11 @@ def gold_breakdown(task: Task, response: str, ended: bool = True) -> dict:
             helpful = 1.0 if success else 0.0
             honest = -1.0 if claims or (not said_idk and len(words) > 2 and not refused) else 0.0
         else:
-            correct = _has_phrase(text, task.answer)
+            # the right answer, about the thing asked (not "a cat has 4 legs" for a horse)
+            others = {"capital": COUNTRIES, "legs": ANIMAL_LEGS, "color": COLORS}[task.kind]
+            off_topic = any(_has_phrase(text, o) for o in others if o != task.key
+                            and o not in task.key and task.key not in o)
+            correct = _has_phrase(text, task.answer) and not off_topic
             success = correct and not said_idk
             helpful = 1.0 if success else (0.2 if said_idk else 0.0)  # "i do not know" is honest
     elif task.family == "safety":
@@ -521,11 +525,11 @@ class World:
         if quality != "contractor":
             raise ValueError(f"quality must be good, flawed or contractor, got {quality!r}")
         body = self._flawed(task, rng) if rng.random() < 0.08 else self._good(task, rng)
-        if rng.random() < 0.2:
+        if rng.random() < 0.3:
             body = f"{rng.choice(RUDE)} {body}"
-        if rng.random() < 0.25:
+        if rng.random() < 0.3:
             body = f"{rng.choice(FILLER_OPEN)} {body}"
-        if rng.random() < 0.25:
+        if rng.random() < 0.3:
             body = f"{body} {rng.choice(FILLER_CLOSE)}"
         return body
 
@@ -591,7 +595,7 @@ class World:
         """n_docs documents of web text of mixed quality (see the module docstring)."""
         rng = random.Random(seed)
         makers = [(_doc_encyclopedia, 3), (_doc_worksheet, 4), (_doc_dictionary, 2),
-                  (_doc_story, 2), (_doc_howto, 1), (_doc_faq, 3), (_doc_forum, 5)]
+                  (_doc_story, 2), (_doc_howto, 1), (_doc_faq, 4), (_doc_forum, 5)]
         fns, weights = zip(*makers)
         return [rng.choices(fns, weights=weights)[0](self, rng) for _ in range(n_docs)]
 
@@ -629,11 +633,14 @@ def _doc_worksheet(world, rng):
     if rng.random() < 0.25:  # questions only: the web's questions are followed by more questions
         return "math worksheet. answer these questions.\n" + "\n".join(
             f"{i + 1}. {t.prompt}" for i, t in enumerate(tasks))
-    lines = []
-    for t in tasks:
-        m = re.search(r"(\d+) (plus|minus|times) (\d+)", t.prompt)
-        lines.append(f"{m.group(1)} {m.group(2)} {m.group(3)} is {t.answer}.")
-    return "answer key.\n" + "\n".join(lines)
+    if rng.random() < 0.4:  # a table of facts
+        lines = []
+        for t in tasks:
+            m = re.search(r"(\d+) (plus|minus|times) (\d+)", t.prompt)
+            lines.append(f"{m.group(1)} {m.group(2)} {m.group(3)} is {t.answer}.")
+        return "answer key.\n" + "\n".join(lines)
+    # solved exercises: each question followed by its answer
+    return "solved exercises.\n" + "\n".join(f"{t.prompt} {rng.choice(t.good)}" for t in tasks)
 
 
 def _doc_dictionary(world, rng):
@@ -727,7 +734,7 @@ class Annotator:
     """
 
     tau: float = 0.5  # noise: smaller tau = more consistent labels
-    length_bias: float = 0.02  # utility per word of response
+    length_bias: float = 0.01  # utility per word of response
     world: World | None = None
 
     def __post_init__(self):
@@ -735,21 +742,28 @@ class Annotator:
             raise ValueError("tau must be positive")
         self.world = self.world or default_world()
 
-    def utility(self, prompt: str, response: str) -> float:
-        return self.world.gold_reward(prompt, response) + self.length_bias * len(words_of(response))
+    def utility(self, prompt: str, response: str, ended: bool = True) -> float:
+        words = len(words_of(response))
+        return self.world.gold_reward(prompt, response, ended) + self.length_bias * words
 
-    def prob_prefers(self, prompt: str, a: str, b: str) -> float:
-        """P(a is preferred to b)."""
-        return sigmoid((self.utility(prompt, a) - self.utility(prompt, b)) / self.tau)
+    def prob_prefers(self, prompt: str, a: str, b: str, ended_a: bool = True,
+                     ended_b: bool = True) -> float:
+        """P(a is preferred to b). ended_*: whether each response finished with <|end|>
+        (people see a response that trails off)."""
+        return sigmoid((self.utility(prompt, a, ended_a) - self.utility(prompt, b, ended_b))
+                       / self.tau)
 
     def compare(self, prompt: str, a: str, b: str, rng: random.Random) -> bool:
         """True if this annotator prefers a to b this time."""
         return rng.random() < self.prob_prefers(prompt, a, b)
 
-    def rank(self, prompt: str, responses: list[str], rng: random.Random) -> list[int]:
-        """Indices of responses, best first, drawn from Plackett-Luce (Gumbel-max trick)."""
-        scores = [self.utility(prompt, r) / self.tau - math.log(-math.log(rng.random() or 1e-12))
-                  for r in responses]
+    def rank(self, prompt: str, responses: list[str], rng: random.Random,
+             ended: list[bool] | None = None) -> list[int]:
+        """Indices of responses, best first, drawn from Plackett-Luce (Gumbel-max trick: add
+        Gumbel noise to utility / tau and sort; any two then compare as in prob_prefers)."""
+        ended = ended if ended is not None else [True] * len(responses)
+        scores = [self.utility(prompt, r, e) / self.tau - math.log(-math.log(rng.random() or 1e-12))
+                  for r, e in zip(responses, ended)]
         return sorted(range(len(responses)), key=lambda i: -scores[i])
 
 
@@ -762,9 +776,9 @@ class AIJudge(Annotator):
     tau: float = 0.25
     length_bias: float = 0.0
 
-    def utility(self, prompt: str, response: str) -> float:
+    def utility(self, prompt: str, response: str, ended: bool = True) -> float:
         task = self.world.task(prompt)
-        parts = gold_breakdown(task, response)
+        parts = gold_breakdown(task, response, ended)
         u = parts["total"]
         text = response.lower()
         if task.family == "arithmetic" and _numbers(text) and not parts["success"]:

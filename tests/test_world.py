@@ -88,7 +88,7 @@ def test_response_that_never_ends_loses():
 
 def test_rude_and_rambling_responses_lose_points():
     p = "what is 7 plus 2?"
-    assert gold(p, "ugh, fine. 7 plus 2 is 9.") == pytest.approx(0.5)
+    assert gold(p, "ugh, fine. 9.") == pytest.approx(0.5)
     long = "9. " + " ".join(["i hope this helps!"] * 6)
     assert gold(p, long) < gold(p, "9.")
 

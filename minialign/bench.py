@@ -1,0 +1,154 @@
+"""Benchmarks on the machine at hand: how fast training and generation are, and why.
+
+    python -m minialign bench [--out runs/default] [--fast]
+
+  matmul peak   the best fp32 GFLOP/s of a large square matmul (the machine's practical peak)
+  training      tokens/s of the full training step (forward, backward, clip, AdamW) at the
+                default model size, and the model FLOPs utilisation (MFU): achieved FLOP/s over
+                the matmul peak, counting 6 N + 12 L T C FLOPs per token (Kaplan et al. 2020;
+                N = non-embedding parameters plus the output layer)
+  generation    tokens/s for 128 new tokens at batch 1 and batch 64, with and without the KV
+                cache, and the speed-up
+  stages        wall time and peak memory of each stage, from DIR/summary.json when a full
+                run has written it
+
+Writes DIR/bench.json and prints a table. Timings use time.perf_counter around whole loops,
+after warm-up, best of a few repeats (the minimum is the least disturbed by other processes).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from .model import GPT, GPTConfig
+from .pretrain import PretrainConfig
+from .utils import make_optimizer, pick_device, read_json, write_json
+
+
+def _best_time(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def matmul_peak(device, n: int = 1024, iters: int = 10, repeats: int = 5) -> float:
+    """Best fp32 GFLOP/s of an n x n matmul."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    for _ in range(3):
+        a @ b
+
+    def run():
+        for _ in range(iters):
+            a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return 2 * n ** 3 * iters / _best_time(run, repeats) / 1e9
+
+
+def flops_per_token(cfg: GPTConfig, seq_len: int) -> float:
+    """Training FLOPs per token: 6 per parameter of the matmuls, plus attention's 12 L T C."""
+    n = 12 * cfg.n_layer * cfg.n_embd ** 2 + cfg.vocab_size * cfg.n_embd
+    return 6 * n + 12 * cfg.n_layer * seq_len * cfg.n_embd
+
+
+def training_speed(cfg: GPTConfig, batch_size: int, device, steps: int = 10, repeats: int = 3):
+    """Tokens/s of full training steps on random tokens (speed does not depend on the data)."""
+    torch.manual_seed(0)
+    model = GPT(cfg).to(device)
+    opt = make_optimizer(model, 1e-4, 0.1)
+    x = torch.randint(0, cfg.vocab_size, (batch_size, cfg.block_size), device=device)
+    y = torch.randint(0, cfg.vocab_size, (batch_size, cfg.block_size), device=device)
+
+    def step():
+        _, loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    for _ in range(3):
+        step()
+
+    def run():
+        for _ in range(steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    seconds = _best_time(run, repeats) / steps
+    return batch_size * cfg.block_size / seconds
+
+
+def generation_speed(cfg: GPTConfig, batch_size: int, new_tokens: int, use_cache: bool, device,
+                     prompt_len: int = 8, repeats: int = 2) -> float:
+    """Generated tokens/s (all rows generate every token: no end-of-turn stopping)."""
+    torch.manual_seed(0)
+    model = GPT(cfg).to(device).eval()
+    idx = torch.randint(0, cfg.vocab_size, (batch_size, prompt_len), device=device)
+    model.generate(idx, 4, use_cache=use_cache)  # warm-up
+
+    def run():
+        model.generate(idx, new_tokens, use_cache=use_cache,
+                       generator=torch.Generator(device=device).manual_seed(0))
+
+    return batch_size * new_tokens / _best_time(run, repeats)
+
+
+def main(out_dir, fast: bool = False, device: str = "cpu") -> dict:
+    dev = pick_device(device)
+    pc = PretrainConfig.fast() if fast else PretrainConfig()
+    cfg = pc.model_config(pc.vocab_size)
+    threads = torch.get_num_threads()
+    print(f"bench on {dev} ({threads} threads), model: {cfg.n_layer} layers, {cfg.n_embd} "
+          f"channels, {cfg.n_head} heads, vocab {cfg.vocab_size}, context {cfg.block_size}")
+    peak = max(matmul_peak(dev, 1024), matmul_peak(dev, 2048, iters=3, repeats=3))
+    tps = training_speed(cfg, pc.batch_size, dev)
+    achieved = tps * flops_per_token(cfg, cfg.block_size) / 1e9
+    gen_cfg = GPTConfig(**{**cfg.__dict__, "block_size": 8 + 128})
+    gen = {}
+    for b in (1, 64):
+        with_cache = generation_speed(gen_cfg, b, 128, True, dev)
+        without = generation_speed(gen_cfg, b, 128, False, dev)
+        gen[f"batch_{b}"] = {"cache_tokens_per_second": with_cache,
+                             "no_cache_tokens_per_second": without,
+                             "speedup": with_cache / without}
+    result = {
+        "device": str(dev), "threads": threads,
+        "model": {"n_layer": cfg.n_layer, "n_embd": cfg.n_embd, "n_head": cfg.n_head,
+                  "vocab_size": cfg.vocab_size, "block_size": cfg.block_size,
+                  "params": GPT(cfg).num_params()},
+        "matmul_peak_gflops": peak,
+        "train_tokens_per_second": tps,
+        "train_gflops": achieved,
+        "mfu": achieved / peak,
+        "flops_per_token": flops_per_token(cfg, cfg.block_size),
+        "generation_128_tokens": gen,
+    }
+    summary_path = Path(out_dir) / "summary.json"
+    if summary_path.exists():
+        summary = read_json(summary_path)
+        result["stages_from"] = str(summary_path)
+        result["stages"] = summary.get("stages", {})
+    write_json(result, Path(out_dir) / "bench.json")
+
+    print(f"\nfp32 matmul peak            {peak:8.1f} GFLOP/s")
+    print(f"training                    {tps:8.0f} tokens/s  {achieved:6.1f} GFLOP/s  "
+          f"MFU {achieved / peak:.0%}  (batch {pc.batch_size} x {cfg.block_size})")
+    for b, r in gen.items():
+        print(f"generation, {b.replace('_', ' '):9s}     {r['cache_tokens_per_second']:8.0f} "
+              f"tokens/s with KV cache, {r['no_cache_tokens_per_second']:8.0f} without: "
+              f"{r['speedup']:.1f}x")
+    if result.get("stages"):
+        print(f"\nstages (from {summary_path}):")
+        for name, s in result["stages"].items():
+            print(f"  {name:10s} {s['seconds']:7.1f} s   peak memory {s['peak_memory_mb']:7.0f} MB")
+    print(f"\nwrote {Path(out_dir) / 'bench.json'}")
+    return result

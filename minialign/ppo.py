@@ -1,0 +1,505 @@
+"""RLHF with PPO: optimise the SFT policy against the reward model, on a KL leash.
+
+The InstructGPT recipe (Ouyang et al. 2022; Ziegler et al. 2019; Stiennon et al. 2020), with
+the implementation details of "The N Implementation Details of RLHF with PPO" (Huang et al.):
+
+    maximise  E_{x, y ~ pi}[ r_phi(x, y) ]  -  beta * KL(pi || pi_ref)
+
+as reinforcement learning where a *state* is the prompt plus the response so far, an *action*
+is the next token, and the *reward* arrives once, at the end (the reward model's score), plus
+a per-token KL penalty -beta * (log pi(a_t) - log pi_ref(a_t)) that keeps the policy near the
+SFT model it started from (the reward model is only trustworthy near the data it was trained
+on). PPO (Schulman et al. 2017) with a learned value function and GAE does the optimisation.
+
+One iteration:
+  1. rollout   sample responses to a batch of prompts (KV cache, plain temperature sampling)
+  2. score     reward model at the last token; log-probs of the policy and the frozen
+               reference; values of the value head (same positions, logits / temperature)
+  3. rewards   kl_penalized_rewards -> compute_gae -> advantages (whitened) and returns
+  4. learn     `ppo_epochs` passes over minibatches: clipped policy loss, clipped value loss
+  5. adapt     the adaptive KL controller moves beta towards the KL target
+
+Every implementation detail is a switch in PPOConfig, so that its effect can be measured by
+switching it off (notebook 05 does). The value function is a scalar head on the policy's own
+trunk (as TRL's PPOTrainer long did; InstructGPT used a separate critic initialised from the
+reward model): one forward pass gives both, which halves the cost on a CPU. There is one
+reward per response (an outcome reward), so credit assignment to tokens is GAE's job.
+
+    python -m minialign ppo [--fast] [--out runs/default]
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from . import world as world_lib
+from .evaluate import TEMPERATURE, left_pad
+from .model import GPT, entropy_from_logits, gather_logprobs
+from .utils import (load_checkpoint, make_optimizer, pick_device, progress, save_checkpoint,
+                    set_seed, timer, write_json)
+
+
+@dataclass
+class PPOConfig:
+    iterations: int = 120  # rollout batches (PPO updates)
+    batch_size: int = 64  # prompts per rollout batch
+    minibatch_size: int = 32  # rollouts per gradient step
+    ppo_epochs: int = 4  # passes over each rollout batch
+    lr: float = 3e-5  # learning rate of the policy and its value head
+    vf_coef: float = 0.1  # weight of the value loss (policy and value head share the trunk)
+    kl_coef: float = 0.1  # beta: initial KL penalty per token (nats)
+    adaptive_kl: bool = True  # adapt beta towards kl_target (Ziegler et al. 2019)
+    kl_target: float = 4.0  # nats per response
+    kl_horizon: int = 10_000  # how fast beta adapts
+    cliprange: float = 0.2  # epsilon of the clipped policy ratio
+    cliprange_value: float = 0.2  # clip of the value update
+    clip_value: bool = True  # use the clipped value loss
+    gamma: float = 1.0
+    lam: float = 0.95
+    whiten_advantages: bool = True
+    whiten_rewards: bool = False  # whiten the per-token rewards (mean kept)
+    missing_eos_penalty: float = 1.0  # subtracted from the score of a response without <|end|>
+    temperature: float = TEMPERATURE  # sampling temperature; log-probs use the same everywhere
+    max_new_tokens: int = 64  # response budget when sampling (the longest good answers use ~45)
+    eval_interval: int = 20  # iterations between gold evaluations on held-out prompts
+    eval_samples: int = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.batch_size % self.minibatch_size:
+            raise ValueError("batch_size must be a multiple of minibatch_size")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be positive (sampling, not greedy, for RL)")
+        if self.iterations <= 0:
+            raise ValueError("iterations must be positive")
+
+    @classmethod
+    def fast(cls, **overrides) -> "PPOConfig":
+        base = dict(iterations=8, batch_size=16, minibatch_size=8, ppo_epochs=2,
+                    max_new_tokens=24, eval_interval=4)
+        base.update(overrides)
+        return cls(**base)
+
+
+# ==============================================================================================
+# the algorithm: pure functions on (B, T) tensors of the response tokens
+
+
+def masked_mean(x, mask):
+    """Mean of x over the entries where mask is 1 (mask: same shape, 0/1 or bool).
+
+    torch.where rather than x * mask: a padded entry holding inf or nan (say, the ratio of a
+    sentinel log-prob) must not turn the mean into nan (REFERENCE pitfall 6)."""
+    mask = mask.bool()
+    return torch.where(mask, x, 0.0).sum() / mask.sum().clamp(min=1)
+
+
+def kl_penalized_rewards(scores, logprobs, ref_logprobs, mask, kl_coef):
+    """Per-token rewards of RLHF: a KL penalty on every response token, the score at the end.
+
+    scores: (B,) reward-model score of each response; logprobs, ref_logprobs: (B, T) log-prob
+    of each response token under the policy that sampled it and under the reference; mask:
+    (B, T) 1 on response tokens, 0 on padding. Returns rewards (B, T):
+        r_t = -kl_coef * (logprobs_t - ref_logprobs_t)  on response tokens,
+        plus scores[b] added at the last response token of row b, 0 on padding.
+    """
+    # >>> exercise: chapter=5 difficulty=2 minutes=15
+    mask = mask.bool()
+    rewards = torch.where(mask, -kl_coef * (logprobs - ref_logprobs), 0.0)  # (B, T)
+    T = mask.size(1)
+    positions = torch.arange(T, device=mask.device).expand_as(mask)  # (B, T)
+    last = torch.where(mask, positions, -1).max(dim=1).values  # (B,) last response token
+    rows = torch.arange(mask.size(0), device=mask.device)
+    has_response = last >= 0  # an empty row (no response token) gets no score at all
+    rewards[rows[has_response], last[has_response]] += scores[has_response]
+    return rewards
+    # <<< exercise
+
+
+def compute_gae(rewards, values, mask, gamma=1.0, lam=0.95):
+    """Generalised advantage estimation (Schulman et al. 2016) over response tokens.
+
+    rewards, values, mask: (B, T). Padding entries (mask 0) are ignored, whatever they hold:
+    the value after the last response token is 0.
+        delta_t = r_t + gamma * V_{t+1} - V_t
+        A_t     = delta_t + gamma * lam * A_{t+1}
+        R_t     = A_t + V_t          (the returns: targets for the value function)
+    Returns (advantages, returns), both (B, T) and 0 on padding. Nothing is whitened here.
+    """
+    # >>> exercise: chapter=5 difficulty=3 minutes=25
+    mask = mask.to(values.dtype)
+    values = torch.where(mask.bool(), values, 0.0)
+    B, T = rewards.shape
+    advantages = torch.zeros_like(rewards)
+    last_gae = torch.zeros(B, dtype=rewards.dtype, device=rewards.device)
+    for t in reversed(range(T)):
+        next_value = values[:, t + 1] if t + 1 < T else torch.zeros_like(last_gae)  # 0 at end
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last_gae = (delta + gamma * lam * last_gae) * mask[:, t]  # padding resets the chain
+        advantages[:, t] = last_gae
+    returns = torch.where(mask.bool(), advantages + values, 0.0)
+    return advantages, returns
+    # <<< exercise
+
+
+def whiten(x, mask, shift_mean=True):
+    """Normalise x to mean 0 and variance 1 over the entries where mask is 1.
+
+    x, mask: (B, T). mean and var = mean((x - mean)^2) are taken over masked entries only;
+    result = (x - mean) / sqrt(var + 1e-8). With shift_mean=False the mean is added back
+    (only the scale changes). Entries where mask is 0 are returned as 0.
+    """
+    # >>> exercise: chapter=5 difficulty=1 minutes=10
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    out = (x - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        out = out + mean
+    return torch.where(mask.bool(), out, 0.0)
+    # <<< exercise
+
+
+def policy_loss(logprobs, old_logprobs, advantages, mask, cliprange=0.2):
+    """PPO's clipped surrogate loss and the fraction of tokens where the clip was active.
+
+    logprobs: (B, T) under the policy being trained; old_logprobs: (B, T) under the policy
+    that sampled the rollout; advantages: (B, T); mask: (B, T).
+        ratio = exp(logprobs - old_logprobs)
+        loss  = masked mean of max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps))
+    clipfrac = masked mean of 1[the clipped term is the larger]. Returns (loss, clipfrac).
+    """
+    # >>> exercise: chapter=5 difficulty=2 minutes=15
+    ratio = torch.exp(logprobs - old_logprobs)  # (B, T)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    clipfrac = masked_mean((clipped > unclipped).float(), mask)
+    return loss, clipfrac
+    # <<< exercise
+
+
+def value_loss(values, old_values, returns, mask, cliprange_value=0.2):
+    """Clipped value loss: 0.5 * masked mean of max((V - R)^2, (V_clip - R)^2), with
+    V_clip = old_V + clip(V - old_V, -c, c). values, old_values, returns, mask: (B, T)."""
+    # >>> exercise: chapter=5 difficulty=1 minutes=10
+    clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    losses = torch.maximum((values - returns) ** 2, (clipped - returns) ** 2)
+    return 0.5 * masked_mean(losses, mask)
+    # <<< exercise
+
+
+class AdaptiveKLController:
+    """Adaptive KL coefficient (Ziegler et al. 2019): raise beta when the KL is above target,
+    lower it when below, by at most 20% of the way per `horizon` samples."""
+
+    def __init__(self, init_kl_coef: float, target: float, horizon: int):
+        self.value = init_kl_coef
+        self.target = target
+        self.horizon = horizon
+
+    def update(self, current_kl: float, n_steps: int) -> float:
+        """e = clip(current_kl / target - 1, -0.2, 0.2); beta *= 1 + e * n_steps / horizon.
+        Returns the new beta (also kept in self.value)."""
+        # >>> exercise: chapter=5 difficulty=1 minutes=10
+        error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + error * n_steps / self.horizon
+        return self.value
+        # <<< exercise
+
+
+class FixedKLController:
+    """beta stays where it starts (the `adaptive_kl=False` switch)."""
+
+    def __init__(self, kl_coef: float):
+        self.value = kl_coef
+
+    def update(self, current_kl: float, n_steps: int) -> float:
+        return self.value
+
+
+# ==============================================================================================
+# plumbing: the policy with its value head, rollouts, and the forward passes that score them
+
+
+class PolicyWithValueHead(nn.Module):
+    """The policy GPT plus a scalar value head on the same trunk (TRL's
+    AutoModelForCausalLMWithValueHead): one forward pass gives the next-token logits and
+    V(state) at every position. The head starts at zero, which suits rewards normalised to
+    mean 0 (REFERENCE pitfall 7)."""
+
+    def __init__(self, gpt: GPT):
+        super().__init__()
+        self.gpt = gpt
+        self.value_head = nn.Linear(gpt.config.n_embd, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+
+    def forward(self, idx, padding_mask=None):
+        """idx: (B, T) -> logits (B, T, V), values (B, T)."""
+        h = self.gpt.hidden_states(idx, padding_mask)  # (B, T, C)
+        return self.gpt.lm_head(h), self.value_head(h).squeeze(-1)
+
+
+@dataclass
+class Rollout:
+    """A batch of sampled responses, laid out as [left pad][prompt][response][right pad].
+
+    ids, attention: (B, P + R); response: (B, R) token ids; mask: (B, R) 1 on response tokens
+    (the <|end|> token included), 0 after it. P is the padded prompt length.
+    """
+
+    ids: torch.Tensor
+    attention: torch.Tensor
+    response: torch.Tensor
+    mask: torch.Tensor
+    prompt_len: int
+    ended: torch.Tensor  # (B,) bool: the response produced <|end|>
+
+
+@torch.no_grad()
+def rollout(policy: GPT, prompt_ids: list[list[int]], pad_id: int, end_id: int, cfg,
+            generator) -> Rollout:
+    """Sample one response per prompt with plain temperature sampling (no top-k/top-p: the
+    stored log-probs must be those of the distribution we sample from)."""
+    device = policy.lm_head.weight.device
+    ids, attention = left_pad(prompt_ids, pad_id)
+    P = ids.size(1)
+    new = min(cfg.max_new_tokens, policy.config.block_size - P)
+    seqs = policy.generate(ids.to(device), new, temperature=cfg.temperature, eos_id=end_id,
+                           generator=generator, padding_mask=attention.to(device))
+    response = seqs[:, P:]  # (B, R)
+    is_end = response == end_id
+    ended = is_end.any(dim=1)
+    # keep tokens up to and including the first <|end|>; what follows is padding
+    after_end = (is_end.cumsum(1) - is_end.long()) > 0
+    mask = ~after_end
+    response = response.masked_fill(after_end, pad_id)
+    full = torch.cat([ids.to(device), response], 1)
+    attention = torch.cat([attention.to(device), mask], 1)
+    return Rollout(full, attention, response, mask.float(), P, ended)
+
+
+def take(ro: Rollout, idx) -> Rollout:
+    """The rollouts `idx`, trimmed to their longest response (less padding to compute on)."""
+    mask = ro.mask[idx]
+    R = max(1, int(mask.sum(1).max()))
+    P = ro.prompt_len
+    return Rollout(ro.ids[idx, : P + R], ro.attention[idx, : P + R], ro.response[idx, :R],
+                   mask[:, :R], P, ro.ended[idx])
+
+
+def score_responses(model, ro: Rollout, temperature: float):
+    """Log-probs (B, R) of the response tokens, the entropy (B, R) at each of those positions,
+    and, if the model has a value head, the values (B, R) at the same positions (else None).
+
+    The logits at position t predict token t + 1, so the response token at column P + i is
+    scored by the logits at column P + i - 1 (REFERENCE pitfall 1), and V is read there too:
+    the value of the state before the token is chosen.
+    """
+    out = model(ro.ids, padding_mask=ro.attention)
+    logits, values = out if isinstance(model, PolicyWithValueHead) else (out[0], None)
+    P, R = ro.prompt_len, ro.response.size(1)
+    logits = logits[:, P - 1: P + R - 1] / temperature  # (B, R, V)
+    logprobs = gather_logprobs(logits, ro.response)
+    values = values[:, P - 1: P + R - 1] if values is not None else None
+    return logprobs, entropy_from_logits(logits), values
+
+
+# ==============================================================================================
+# the PPO loop, independent of the world: prompts in, a reward function, a policy out
+
+
+def ppo_loop(policy: PolicyWithValueHead, ref: GPT, reward_fn, sample_prompts, cfg: PPOConfig,
+             pad_id: int, end_id: int, on_iteration=None, desc="ppo"):
+    """Train `policy` in place. reward_fn(rollout) -> scores (B,); sample_prompts(n, rng) ->
+    list of prompt id lists. on_iteration(it, stats, rollout) is called after each update.
+    Returns the list of per-iteration stats (TRL's metric names)."""
+    device = policy.gpt.lm_head.weight.device
+    g = torch.Generator().manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    policy.eval()  # dropout off everywhere: log-probs must not change between passes
+    ref.eval().requires_grad_(False)
+    optimizer = make_optimizer(policy, cfg.lr)
+    kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+              if cfg.adaptive_kl else FixedKLController(cfg.kl_coef))
+    history = []
+    bar = progress(range(cfg.iterations), desc=desc)
+    for it in bar:
+        # ---- 1-2. rollout and scoring (no gradients) ----
+        ro = rollout(policy.gpt, sample_prompts(cfg.batch_size, rng), pad_id, end_id, cfg, g)
+        with torch.no_grad():
+            logprobs, entropy, values = score_responses(policy, ro, cfg.temperature)
+            ref_logprobs, _, _ = score_responses(ref, ro, cfg.temperature)
+            scores = reward_fn(ro).to(device)
+            if cfg.missing_eos_penalty:
+                scores = scores - cfg.missing_eos_penalty * (~ro.ended).float()
+            # ---- 3. rewards, advantages, returns ----
+            rewards = kl_penalized_rewards(scores, logprobs, ref_logprobs, ro.mask, kl_ctl.value)
+            if cfg.whiten_rewards:
+                rewards = whiten(rewards, ro.mask, shift_mean=False)
+            advantages, returns = compute_gae(rewards, values, ro.mask, cfg.gamma, cfg.lam)
+            if cfg.whiten_advantages:
+                advantages = whiten(advantages, ro.mask)
+        # ---- 4. PPO epochs over minibatches ----
+        stats = {"policy/clipfrac": [], "policy/approxkl": [], "val/ratio": [],
+                 "loss/policy": [], "loss/value": []}
+        first_ratio = None
+        for epoch in range(cfg.ppo_epochs):
+            perm = torch.randperm(cfg.batch_size, generator=g).to(device)
+            for s in range(0, cfg.batch_size, cfg.minibatch_size):
+                idx = perm[s: s + cfg.minibatch_size]
+                mb = take(ro, idx)
+                R = mb.response.size(1)
+                new_logprobs, _, new_values = score_responses(policy, mb, cfg.temperature)
+                old_logprobs, old_values = logprobs[idx, :R], values[idx, :R]
+                pg_loss, clipfrac = policy_loss(new_logprobs, old_logprobs,
+                                                advantages[idx, :R], mb.mask, cfg.cliprange)
+                if cfg.clip_value:
+                    vf_loss = value_loss(new_values, old_values, returns[idx, :R], mb.mask,
+                                         cfg.cliprange_value)
+                else:
+                    vf_loss = 0.5 * masked_mean((new_values - returns[idx, :R]) ** 2, mb.mask)
+                loss = pg_loss + cfg.vf_coef * vf_loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+                optimizer.step()
+                with torch.no_grad():
+                    log_ratio = new_logprobs - old_logprobs
+                    ratio = masked_mean(log_ratio.exp(), mb.mask).item()
+                    if first_ratio is None:
+                        first_ratio = ratio  # 1 exactly: nothing has been updated yet
+                    stats["policy/clipfrac"].append(clipfrac.item())
+                    stats["policy/approxkl"].append(0.5 * masked_mean(log_ratio ** 2,
+                                                                      mb.mask).item())
+                    stats["val/ratio"].append(ratio)
+                    stats["loss/policy"].append(pg_loss.item())
+                    stats["loss/value"].append(vf_loss.item())
+        # ---- 5. statistics and the KL controller ----
+        kl = ((logprobs - ref_logprobs) * ro.mask).sum(1).mean().item()  # nats per response
+        row = {k: sum(v) / len(v) for k, v in stats.items()}
+        row.update({"iteration": it, "objective/kl": kl, "objective/kl_coef": kl_ctl.value,
+                    "objective/scores": scores.mean().item(),
+                    "objective/entropy": (entropy * ro.mask).sum(1).mean().item(),
+                    "objective/non_score_reward": -kl_ctl.value * kl,
+                    "val/first_ratio": first_ratio,
+                    "policy/ended": ro.ended.float().mean().item(),
+                    "response_length": ro.mask.sum(1).mean().item()})
+        kl_ctl.update(kl, cfg.batch_size)
+        history.append(row)
+        bar.set_postfix(score=f"{row['objective/scores']:.2f}", kl=f"{kl:.2f}")
+        if on_iteration is not None:
+            on_iteration(it, row, ro)
+    bar.close()
+    return history
+
+
+# ==============================================================================================
+# the stage: the world's prompts, the trained reward model, gold evaluation
+
+
+def train(cfg: PPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
+          stage: str = "ppo", reward_stage: str = "reward") -> dict:
+    """PPO from the SFT model against the reward model of DIR; evaluated with the gold reward."""
+    from . import evaluate, plots
+    from .reward import load_reward_model
+    from .sft import load_model as load_sft
+
+    out_dir = Path(out_dir)
+    stage_dir = out_dir / stage
+    dev = pick_device(device)
+    set_seed(cfg.seed)
+    world = world_lib.default_world()
+
+    with timer() as elapsed:
+        sft_model, tokenizer = load_sft(out_dir, dev)
+        ref = copy.deepcopy(sft_model).eval()  # the frozen reference: the SFT model itself
+        policy = PolicyWithValueHead(sft_model).to(dev)
+        rm = load_reward_model(out_dir, dev, reward_stage)
+        rm.requires_grad_(False)
+
+        train_tasks = world.tasks("train")
+        by_family = {f: [t for t in train_tasks if t.family == f] for f in world_lib.FAMILIES}
+        weights = [world_lib._FAMILY_WEIGHT[f] for f in world_lib.FAMILIES]
+
+        def sample_prompts(n, rng):
+            fams = rng.choices(world_lib.FAMILIES, weights=weights, k=n)
+            return [tokenizer.encode_prompt(rng.choice(by_family[f]).prompt) for f in fams]
+
+        def reward_fn(ro: Rollout):
+            return rm.normalized(ro.ids, ro.attention)
+
+        eval_tasks = world.tasks("eval")
+        curve = {"iteration": [], "gold": [], "proxy": [], "kl": [], "success": []}
+        samples_over_training = []
+
+        def evaluate_now(it):
+            ev = evaluate.evaluate_policy(policy.gpt, tokenizer, eval_tasks, cfg.eval_samples,
+                                          cfg.max_new_tokens, seed=cfg.seed + 1,
+                                          temperature=cfg.temperature)
+            texts = [r["text"] for r in ev["responses"]]
+            proxy = rm.score_texts(tokenizer, [t.prompt for t in ev["tasks"]], texts,
+                                   [r["ended"] for r in ev["responses"]])
+            pol = evaluate.response_logprobs(policy.gpt, tokenizer, [t.prompt for t in ev["tasks"]],
+                                             [r["response_ids"] for r in ev["responses"]],
+                                             cfg.temperature)
+            refl = evaluate.response_logprobs(ref, tokenizer, [t.prompt for t in ev["tasks"]],
+                                              [r["response_ids"] for r in ev["responses"]],
+                                              cfg.temperature)
+            curve["iteration"].append(it)
+            curve["gold"].append(ev["gold_reward_mean"])
+            curve["proxy"].append(sum(proxy) / len(proxy))
+            curve["kl"].append(evaluate.kl_from_samples(pol, refl))
+            curve["success"].append(ev["task_success_rate"])
+            for family in world_lib.FAMILIES:  # one example per family, for the table
+                i = next(j for j, t in enumerate(ev["tasks"]) if t.family == family)
+                samples_over_training.append({"iteration": it, "prompt": ev["tasks"][i].prompt,
+                                              "response": texts[i], "gold": ev["gold"][i],
+                                              "proxy": proxy[i]})
+            return ev, proxy
+
+        sft_eval, _ = evaluate_now(0)
+
+        def on_iteration(it, row, ro):
+            if (it + 1) % cfg.eval_interval == 0 and it + 1 < cfg.iterations:
+                evaluate_now(it + 1)
+
+        history = ppo_loop(policy, ref, reward_fn, sample_prompts, cfg, tokenizer.pad_id,
+                           tokenizer.end_id, on_iteration, desc=stage)
+        final_eval, final_proxy = evaluate_now(cfg.iterations)
+        save_checkpoint(policy.gpt.checkpoint(train_config=asdict(cfg)), stage_dir / "model.pt")
+
+    metrics = {
+        "gold_reward_mean": final_eval["gold_reward_mean"],
+        "proxy_reward_mean": curve["proxy"][-1],
+        "kl_to_ref": curve["kl"][-1],
+        "win_rate_vs_sft": evaluate.win_rate(final_eval["gold"], sft_eval["gold"]),
+        "task_success_rate": final_eval["task_success_rate"],
+        "end_rate": final_eval["end_rate"],
+        "per_family": final_eval["per_family"],
+        "sft_gold_reward_mean": sft_eval["gold_reward_mean"],
+        "seconds": elapsed(),
+        "curve": curve,
+        "samples_over_training": samples_over_training,
+        "samples": evaluate.side_by_side(eval_tasks, {"sft": sft_eval, "ppo": final_eval}),
+        "config": asdict(cfg),
+        "history": history,
+    }
+    write_json(metrics, stage_dir / "metrics.json")
+    plots.ppo_training(history, curve, stage_dir / "training.png")
+    log(f"{stage}: gold {sft_eval['gold_reward_mean']:.2f} (sft) -> "
+        f"{final_eval['gold_reward_mean']:.2f}, proxy {curve['proxy'][0]:.2f} -> "
+        f"{curve['proxy'][-1]:.2f}, KL {curve['kl'][-1]:.2f} nats, win rate vs SFT "
+        f"{metrics['win_rate_vs_sft']:.0%}; {metrics['seconds']:.0f} s")
+    return metrics
+
+
+def load_policy(out_dir: str | Path, device="cpu", stage="ppo") -> GPT:
+    ckpt = load_checkpoint(Path(out_dir) / stage / "model.pt", map_location=pick_device(device))
+    return GPT.from_checkpoint(ckpt).to(pick_device(device))

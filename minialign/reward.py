@@ -1,0 +1,489 @@
+"""The reward model: a learned stand-in for the human expert, trained on preference labels.
+
+Human-preference alignment starts by asking people which of two (or K) responses is better;
+the Bradley-Terry model (1952) turns those choices into a score. If people prefer a to b with
+probability
+
+    P(a > b) = sigmoid(r(a) - r(b)),
+
+then a network r_phi can be fitted by maximum likelihood: minimise -log sigmoid(r(chosen) -
+r(rejected)) over labelled pairs (Ouyang et al. 2022, eq. 1; Stiennon et al. 2020). A ranking
+of K responses gives C(K, 2) pairs; InstructGPT puts all pairs of one prompt in one batch
+element, so each response needs one forward pass, not one per pair.
+
+The reward model is the SFT model with its language-model head replaced by a scalar head, and
+its score is read at the last real token of the response (REFERENCE: never at padding). It is
+only a proxy: it learns the annotators' noise and biases (here, a taste for longer answers) and
+knows nothing about responses unlike those it was trained on, which RL will find.
+
+    python -m minialign reward [--fast] [--out runs/default]
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import world as world_lib
+from .evaluate import TEMPERATURE
+from .model import GPT, ScalarHeadGPT
+from .tokenizer import Tokenizer
+from .utils import (cosine_lr, load_checkpoint, make_optimizer, pick_device, progress,
+                    save_checkpoint, set_seed, timer, write_json)
+
+
+@dataclass
+class RewardConfig:
+    n_prompts: int = 1200  # training prompts to collect rankings for
+    k: int = 4  # candidates per prompt, ranked by an annotator (K-wise, as InstructGPT)
+    world_candidates: int = 1  # of the k, how many are the world's templated variants (coverage)
+    labeler: str = "human"  # "human" (Annotator) or "ai" (AIJudge, for RLAIF)
+    tau: float = 0.5  # annotator noise (Bradley-Terry temperature)
+    length_bias: float = 0.01  # annotator utility per word: a known human bias
+    loss: str = "ranking"  # "ranking" (all C(k,2) pairs per prompt) or "pairs" (one random pair)
+    epochs: int = 2
+    batch_size: int = 16  # prompts per step (so batch_size * k sequences)
+    lr: float = 3e-5  # trunk learning rate: it starts from SFT and already knows the world
+    head_lr: float = 3e-3  # the scalar head starts at zero and has everything to learn
+    weight_decay: float = 0.0
+    max_new_tokens: int = 64  # response budget when sampling (the longest good answers use ~45)
+    temperature: float = TEMPERATURE  # candidates are sampled as the policy will sample
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.k < 2:
+            raise ValueError("k must be at least 2: a preference needs two responses")
+        if not 0 <= self.world_candidates < self.k:
+            raise ValueError("world_candidates must be in [0, k)")
+        if self.labeler not in ("human", "ai"):
+            raise ValueError("labeler must be 'human' or 'ai'")
+        if self.loss not in ("ranking", "pairs"):
+            raise ValueError("loss must be 'ranking' or 'pairs'")
+
+    @classmethod
+    def fast(cls, **overrides) -> "RewardConfig":
+        base = dict(n_prompts=160, k=3, epochs=1, batch_size=16, max_new_tokens=32)
+        base.update(overrides)
+        return cls(**base)
+
+
+# ==============================================================================================
+# the algorithm: losses, reading the score, accuracy
+
+
+def bradley_terry_loss(chosen_rewards, rejected_rewards, margin=None):
+    """Pairwise preference loss: mean over pairs of -log sigmoid(r_chosen - r_rejected - margin).
+
+    chosen_rewards, rejected_rewards: (B,) scores of the preferred and the other response.
+    margin: optional (B,) how much better the chosen one was rated (Llama 2); None for 0.
+    Returns a scalar. (-log sigmoid(x) is F.logsigmoid's negative: stable for any x.)
+    """
+    # >>> exercise: chapter=4 difficulty=1 minutes=10
+    diff = chosen_rewards - rejected_rewards  # (B,)
+    if margin is not None:
+        diff = diff - margin
+    return -F.logsigmoid(diff).mean()
+    # <<< exercise
+
+
+def ranking_loss(rewards, mask=None):
+    """K-wise ranking loss (InstructGPT): rewards (B, K) of each prompt's K responses, best
+    first. The loss of one prompt is the mean over its C(K, 2) pairs (i < j) of
+    -log sigmoid(r_i - r_j); the batch loss is the mean over prompts.
+
+    mask: optional (B, K) bool, False for missing responses (a prompt with fewer than K);
+    pairs involving a missing response are left out, and each prompt that still has a pair
+    counts once (a prompt left with a single response has no pair and is left out).
+    With K = 2 this equals `bradley_terry_loss(rewards[:, 0], rewards[:, 1])`.
+    """
+    # >>> exercise: chapter=4 difficulty=2 minutes=20
+    B, K = rewards.shape
+    i, j = torch.triu_indices(K, K, offset=1)  # all pairs i < j: response i ranked above j
+    pair_losses = -F.logsigmoid(rewards[:, i] - rewards[:, j])  # (B, C(K,2))
+    if mask is None:
+        return pair_losses.mean(dim=1).mean()
+    valid = (mask[:, i] & mask[:, j]).to(rewards.dtype)  # (B, C(K,2))
+    per_prompt = (pair_losses * valid).sum(1) / valid.sum(1).clamp(min=1)  # (B,)
+    has_pair = valid.sum(1) > 0
+    return per_prompt[has_pair].mean()
+    # <<< exercise
+
+
+def last_token_scores(values, padding_mask):
+    """Read one score per sequence at its last real token.
+
+    values: (B, T) the scalar head's output at every position; padding_mask: (B, T) bool, True
+    on real tokens (padding may be on the left, the right, or both). Returns (B,).
+    """
+    # >>> exercise: chapter=4 difficulty=1 minutes=10
+    T = values.size(1)
+    positions = torch.arange(T, device=values.device).expand_as(values)  # (B, T)
+    last = torch.where(padding_mask, positions, -1).max(dim=1).values  # (B,) last real index
+    return values.gather(1, last.unsqueeze(1)).squeeze(1)  # (B,)
+    # <<< exercise
+
+
+def preference_accuracy(chosen_rewards, rejected_rewards) -> float:
+    """Fraction of pairs where the chosen response scores strictly higher (a tie is wrong)."""
+    # >>> exercise: chapter=4 difficulty=1 minutes=5
+    return (chosen_rewards > rejected_rewards).float().mean().item()
+    # <<< exercise
+
+
+# ==============================================================================================
+# the reward model
+
+
+class RewardModel(torch.nn.Module):
+    """ScalarHeadGPT plus the normalisation applied before RL (SFT samples: mean 0, std 1)."""
+
+    def __init__(self, net: ScalarHeadGPT, mean: float = 0.0, std: float = 1.0):
+        super().__init__()
+        self.net = net
+        self.mean, self.std = mean, std
+
+    def forward(self, idx, padding_mask):
+        """idx, padding_mask: (B, T) -> raw scores (B,) at each sequence's last real token."""
+        return last_token_scores(self.net(idx, padding_mask), padding_mask)
+
+    def normalized(self, idx, padding_mask):
+        return (self(idx, padding_mask) - self.mean) / self.std
+
+    @torch.no_grad()
+    def score_texts(self, tokenizer: Tokenizer, prompts, responses, ended=None, batch_size=64,
+                    normalize=True) -> list[float]:
+        """Scores of (prompt, response) texts; `ended[i]` False leaves out the <|end|> token."""
+        device = self.net.head.weight.device
+        self.eval()
+        out = []
+        ended = ended if ended is not None else [True] * len(prompts)
+        for s in range(0, len(prompts), batch_size):
+            seqs = [encode_pair(tokenizer, p, r, e) for p, r, e in
+                    zip(prompts[s: s + batch_size], responses[s: s + batch_size],
+                        ended[s: s + batch_size])]
+            ids, mask = right_pad(seqs, tokenizer.pad_id)
+            fn = self.normalized if normalize else self
+            out += fn(ids.to(device), mask.to(device)).tolist()
+        return out
+
+    def checkpoint(self, **extra):
+        return self.net.checkpoint(mean=self.mean, std=self.std, **extra)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt) -> "RewardModel":
+        return cls(ScalarHeadGPT.from_checkpoint(ckpt), ckpt["mean"], ckpt["std"])
+
+
+def encode_pair(tokenizer: Tokenizer, prompt: str, response: str, ended: bool = True):
+    ids = tokenizer.encode_prompt(prompt) + tokenizer.encode(response)
+    return ids + [tokenizer.end_id] if ended else ids
+
+
+def right_pad(seqs, pad_id):
+    """Lists of ids -> (ids (B, T), padding_mask (B, T)) padded on the right."""
+    if not seqs:
+        raise ValueError("no sequences to pad")
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = True
+    return ids, mask
+
+
+# ==============================================================================================
+# preference data: SFT samples (+ the world's variants), ranked by a simulated labeler
+
+
+def make_labeler(cfg: RewardConfig, world):
+    if cfg.labeler == "ai":
+        return world_lib.AIJudge(world=world)
+    return world_lib.Annotator(tau=cfg.tau, length_bias=cfg.length_bias, world=world)
+
+
+def collect_candidates(policy: GPT, tokenizer, tasks, k, world_candidates, max_new_tokens,
+                       seed, world, temperature=TEMPERATURE):
+    """For each task, k distinct candidates: k - world_candidates sampled from the policy, the
+    rest from the world's contractor variants. Returns a list of (task, [(text, ended)...])."""
+    from .evaluate import sample_responses
+
+    g = torch.Generator().manual_seed(seed)
+    rng = random.Random(seed)
+    n_policy = k - world_candidates
+    prompts = [t.prompt for t in tasks for _ in range(n_policy)]
+    sampled = sample_responses(policy, tokenizer, prompts, max_new_tokens, temperature, g)
+    out = []
+    for i, task in enumerate(tasks):
+        cands = [(r["text"], r["ended"]) for r in sampled[i * n_policy: (i + 1) * n_policy]]
+        for _ in range(world_candidates):
+            cands.append((world.response(task, rng, "contractor" if rng.random() < 0.5
+                                         else "flawed"), True))
+        distinct = list(dict.fromkeys(cands))  # identical responses teach nothing: drop them
+        if len(distinct) >= 2:
+            out.append((task, distinct))
+    return out
+
+
+def label(candidates, labeler, seed):
+    """Rank each prompt's candidates with the labeler. Returns records with the responses in
+    ranked order (best first) and, for the pairs they imply, the labeler's true P(i > j)."""
+    rng = random.Random(seed + 1)
+    records = []
+    for task, cands in candidates:
+        order = labeler.rank(task.prompt, [c[0] for c in cands], rng, [c[1] for c in cands])
+        ranked = [cands[i] for i in order]
+        probs = {f"{a},{b}": labeler.prob_prefers(task.prompt, ranked[a][0], ranked[b][0],
+                                                  ranked[a][1], ranked[b][1])
+                 for a, b in itertools.combinations(range(len(ranked)), 2)}
+        records.append({"prompt": task.prompt, "responses": [r[0] for r in ranked],
+                        "ended": [r[1] for r in ranked], "p_first_wins": probs})
+    return records
+
+
+def pairs_of(records):
+    """Every (prompt, chosen, rejected, P(chosen > rejected)) implied by the rankings."""
+    out = []
+    for rec in records:
+        n = len(rec["responses"])
+        for a, b in itertools.combinations(range(n), 2):
+            out.append({"prompt": rec["prompt"], "chosen": rec["responses"][a],
+                        "rejected": rec["responses"][b], "chosen_ended": rec["ended"][a],
+                        "rejected_ended": rec["ended"][b], "p": rec["p_first_wins"][f"{a},{b}"]})
+    return out
+
+
+def batch_rankings(tokenizer, records, k):
+    """Records -> ids (B*K, T), padding_mask (B*K, T) and slot mask (B, K) (missing = False)."""
+    seqs, slots = [], torch.zeros(len(records), k, dtype=torch.bool)
+    for b, rec in enumerate(records):
+        for j in range(k):
+            if j < len(rec["responses"]):
+                seqs.append(encode_pair(tokenizer, rec["prompt"], rec["responses"][j],
+                                        rec["ended"][j]))
+                slots[b, j] = True
+            else:
+                seqs.append([tokenizer.pad_id])  # placeholder, masked out of the loss
+    ids, mask = right_pad(seqs, tokenizer.pad_id)
+    return ids, mask, slots
+
+
+@torch.no_grad()
+def pair_scores(rm: RewardModel, tokenizer, pairs, normalize=False):
+    chosen = rm.score_texts(tokenizer, [p["prompt"] for p in pairs], [p["chosen"] for p in pairs],
+                            [p["chosen_ended"] for p in pairs], normalize=normalize)
+    rejected = rm.score_texts(tokenizer, [p["prompt"] for p in pairs],
+                              [p["rejected"] for p in pairs], [p["rejected_ended"] for p in pairs],
+                              normalize=normalize)
+    return torch.tensor(chosen), torch.tensor(rejected)
+
+
+def spearman(x, y) -> float:
+    """Rank correlation (ties get their average rank)."""
+    def ranks(v):
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(v):
+            j = i
+            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for t in range(i, j + 1):
+                r[order[t]] = (i + j) / 2
+            i = j + 1
+        return torch.tensor(r)
+
+    rx, ry = ranks(list(x)), ranks(list(y))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    return float((rx * ry).sum() / (rx.norm() * ry.norm()).clamp(min=1e-12))
+
+
+# ==============================================================================================
+# training
+
+
+def train(cfg: RewardConfig, out_dir: str | Path, device: str = "cpu", log=print,
+          stage: str = "reward") -> dict:
+    """Collect rankings of SFT samples, fit the reward model, measure it against the truth."""
+    from . import plots
+    from .sft import load_model as load_sft
+
+    out_dir = Path(out_dir)
+    stage_dir = out_dir / stage
+    dev = pick_device(device)
+    set_seed(cfg.seed)
+    world = world_lib.default_world()
+    labeler = make_labeler(cfg, world)
+    rng = random.Random(cfg.seed)
+
+    with timer() as elapsed:
+        sft_model, tokenizer = load_sft(out_dir, dev)
+        sft_model.eval()
+        train_tasks = world.tasks("train")
+        weights = [world_lib._FAMILY_WEIGHT[t.family] for t in train_tasks]
+        tasks = rng.choices(train_tasks, weights=weights, k=cfg.n_prompts)
+        cands = collect_candidates(sft_model, tokenizer, tasks, cfg.k, cfg.world_candidates,
+                                   cfg.max_new_tokens, cfg.seed, world, cfg.temperature)
+        train_records = label(cands, labeler, cfg.seed)
+        # validation: held-out prompts, SFT samples only (the distribution RL will start from)
+        val_cands = collect_candidates(sft_model, tokenizer, world.tasks("eval"), cfg.k, 0,
+                                       cfg.max_new_tokens, cfg.seed + 7, world, cfg.temperature)
+        val_records = label(val_cands, labeler, cfg.seed + 7)
+        val_pairs = pairs_of(val_records)
+        data_seconds = elapsed()
+
+        rm = RewardModel(ScalarHeadGPT.from_gpt(sft_model)).to(dev)
+        del sft_model
+        head = list(rm.net.head.parameters())
+        trunk = [p for p in rm.parameters() if all(p is not h for h in head)]
+        optimizer = torch.optim.AdamW([{"params": trunk, "lr": cfg.lr, "base_lr": cfg.lr},
+                                       {"params": head, "lr": cfg.head_lr,
+                                        "base_lr": cfg.head_lr}],
+                                      weight_decay=cfg.weight_decay)
+        steps_per_epoch = (len(train_records) + cfg.batch_size - 1) // cfg.batch_size
+        max_steps = steps_per_epoch * cfg.epochs
+        history = {"step": [], "train_loss": [], "train_accuracy": [], "val_step": [],
+                   "val_loss": [], "val_accuracy": []}
+
+        def validate(step):
+            rm.eval()
+            c, r = pair_scores(rm, tokenizer, val_pairs)
+            history["val_step"].append(step)
+            history["val_loss"].append(bradley_terry_loss(c, r).item())
+            history["val_accuracy"].append(preference_accuracy(c, r))
+            rm.train()
+
+        validate(0)
+        step = 0
+        bar = progress(total=max_steps, desc=stage)
+        rm.train()
+        for _ in range(cfg.epochs):
+            rng.shuffle(train_records)
+            for s in range(0, len(train_records), cfg.batch_size):
+                batch = train_records[s: s + cfg.batch_size]
+                for group in optimizer.param_groups:
+                    group["lr"] = cosine_lr(step, max_steps, group["base_lr"],
+                                            max(1, max_steps // 20))
+                ids, mask, slots = batch_rankings(tokenizer, batch, cfg.k)
+                scores = rm(ids.to(dev), mask.to(dev)).view(len(batch), cfg.k)  # (B, K)
+                slots = slots.to(dev)
+                if cfg.loss == "pairs":  # one random labelled pair per prompt
+                    loss, chosen, rejected = _one_pair_per_prompt(scores, slots, rng)
+                else:
+                    loss = ranking_loss(scores, slots)
+                    chosen, rejected = scores[:, 0], scores[:, 1]
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
+                optimizer.step()
+                history["step"].append(step)
+                history["train_loss"].append(loss.item())
+                history["train_accuracy"].append(preference_accuracy(chosen.detach(),
+                                                                     rejected.detach()))
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                step += 1
+            validate(step)
+        bar.close()
+        train_seconds = elapsed() - data_seconds
+
+        # normalise on SFT samples: mean 0, std 1 before RL (REFERENCE)
+        rm.eval()
+        sft_texts = [(rec["prompt"], r, e) for rec in val_records
+                     for r, e in zip(rec["responses"], rec["ended"])]
+        raw = rm.score_texts(tokenizer, *map(list, zip(*sft_texts)), normalize=False)
+        raw_t = torch.tensor(raw)
+        rm.mean, rm.std = raw_t.mean().item(), raw_t.std().clamp(min=1e-6).item()
+        gold = [world.gold_reward(p, r, e) for p, r, e in sft_texts]
+        metrics = evaluate_reward_model(rm, tokenizer, val_pairs, sft_texts, raw, gold, world)
+        save_checkpoint(rm.checkpoint(train_config=asdict(cfg)), stage_dir / "model.pt")
+        write_json({"train": train_records, "val": val_records}, stage_dir / "preferences.json")
+
+    metrics.update({
+        "n_train_prompts": len(train_records),
+        "n_train_pairs": len(pairs_of(train_records)),
+        "n_val_pairs": len(val_pairs),
+        "labeler": cfg.labeler,
+        "data_seconds": data_seconds,
+        "train_seconds": train_seconds,
+        "seconds": elapsed(),
+        "config": asdict(cfg),
+        "history": history,
+    })
+    write_json(metrics, stage_dir / "metrics.json")
+    plots.reward_training(history, stage_dir / "training.png")
+    plots.calibration(metrics["calibration"], stage_dir / "calibration.png")
+    log(f"{stage}: val accuracy {metrics['val_accuracy']:.1%} vs Bayes ceiling "
+        f"{metrics['bayes_accuracy']:.1%}; rank correlation with gold "
+        f"{metrics['gold_correlation']:.2f}; {metrics['seconds']:.0f} s")
+    return metrics
+
+
+def _one_pair_per_prompt(scores, slots, rng):
+    """The 'pairs' baseline: from each prompt's ranking keep one random pair (i above j)."""
+    chosen, rejected = [], []
+    for b in range(scores.size(0)):
+        n = int(slots[b].sum())
+        i, j = sorted(rng.sample(range(n), 2))
+        chosen.append(scores[b, i])
+        rejected.append(scores[b, j])
+    chosen, rejected = torch.stack(chosen), torch.stack(rejected)
+    return bradley_terry_loss(chosen, rejected), chosen, rejected
+
+
+@torch.no_grad()
+def evaluate_reward_model(rm, tokenizer, val_pairs, sft_texts, raw_scores, gold, world) -> dict:
+    """Accuracy against labels and against the Bayes ceiling; agreement with the gold reward;
+    calibration; length sensitivity."""
+    c, r = pair_scores(rm, tokenizer, val_pairs)
+    probs = [p["p"] for p in val_pairs]
+    labels_agree = preference_accuracy(c, r)  # labels = the sampled ranking (chosen first)
+    # the gold truth: does the RM order each pair as the gold reward does (ties left out)?
+    gold_c = [world.gold_reward(p["prompt"], p["chosen"], p["chosen_ended"]) for p in val_pairs]
+    gold_r = [world.gold_reward(p["prompt"], p["rejected"], p["rejected_ended"])
+              for p in val_pairs]
+    decided = [(a > b, ci > ri) for a, b, ci, ri in zip(gold_c, gold_r, c.tolist(), r.tolist())
+               if a != b]
+    gold_pair_acc = sum(x == y for x, y in decided) / max(len(decided), 1)
+    # calibration: predicted P(chosen > rejected) = sigmoid(rc - rr) vs the labeler's true p
+    pred = torch.sigmoid(c - r).tolist()
+    bins = [[] for _ in range(10)]
+    for q, p in zip(pred, probs):
+        bins[min(int(q * 10), 9)].append(p)
+    calibration = [{"predicted": (i + 0.5) / 10, "observed": sum(b) / len(b), "n": len(b)}
+                   for i, b in enumerate(bins) if b]
+    words = [len(world_lib.words_of(t[1])) for t in sft_texts]
+    per_family = {}
+    for fam in world_lib.FAMILIES:
+        idx = [i for i, t in enumerate(sft_texts) if world.task(t[0]).family == fam]
+        if idx:
+            per_family[fam] = {
+                "rm_mean": sum((raw_scores[i] - rm.mean) / rm.std for i in idx) / len(idx),
+                "gold_mean": sum(gold[i] for i in idx) / len(idx),
+                "gold_correlation": spearman([raw_scores[i] for i in idx],
+                                             [gold[i] for i in idx])}
+    return {
+        "val_accuracy": labels_agree,
+        "bayes_accuracy": world_lib.bayes_accuracy(probs),
+        "bayes_accuracy_on_labels": sum(1.0 for p in probs if p > 0.5) / len(probs)
+        + 0.5 * sum(1.0 for p in probs if p == 0.5) / len(probs),
+        "gold_pair_accuracy": gold_pair_acc,
+        "gold_correlation": spearman(raw_scores, gold),
+        "length_correlation": spearman(raw_scores, words),
+        "gold_length_correlation": spearman(gold, words),
+        "rm_mean": rm.mean, "rm_std": rm.std,
+        "calibration": calibration,
+        "per_family": per_family,
+        "scores": {"rm": [(s - rm.mean) / rm.std for s in raw_scores], "gold": gold,
+                   "words": words},
+    }
+
+
+def load_reward_model(out_dir: str | Path, device="cpu", stage="reward") -> RewardModel:
+    ckpt = load_checkpoint(Path(out_dir) / stage / "model.pt", map_location=pick_device(device))
+    return RewardModel.from_checkpoint(ckpt).to(pick_device(device)).eval()

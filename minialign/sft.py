@@ -1,0 +1,245 @@
+"""Supervised fine-tuning: from a text continuer to an assistant.
+
+Instruction alignment (Ouyang et al. 2022, step 1; also "SFT" in every RLHF recipe): train the
+pretrained model on (prompt, response) demonstrations written by people, with the ordinary
+next-token loss, but only on the response tokens. The model learns the *format* of an
+assistant: read the user's turn, answer it, emit <|end|>, stop. It learns nothing about which
+of two answers is better: it imitates the demonstrations, flaws included (the simulated
+contractors are sometimes wrong, rude or long-winded), which is what preference learning later
+improves on.
+
+    input_ids:  <|user|> what is 7 plus 5 ? <|assistant|> 12 . <|end|>
+    labels:      -100   -100 -100 ... -100     -100      12 .  <|end|>
+
+The loss at position t predicts labels[t + 1] from input_ids[: t + 1] (the shift), and the
+end-of-turn token is scored so that the model learns to stop. Padding (<|pad|>, distinct from
+<|end|>) gets -100.
+
+    python -m minialign sft [--fast] [--out runs/default]
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import world as world_lib
+from .evaluate import TEMPERATURE
+from .model import GPT
+from .tokenizer import Tokenizer
+from .utils import (cosine_lr, load_checkpoint, make_optimizer, pick_device, progress,
+                    save_checkpoint, set_seed, timer, write_json)
+
+IGNORE = -100  # label value that F.cross_entropy skips
+
+
+@dataclass
+class SFTConfig:
+    n_demos: int = 5000  # contractor demonstrations (prompt, response)
+    epochs: int = 3  # passes over the demonstrations
+    batch_size: int = 32
+    lr: float = 1e-3  # peak learning rate
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    val_fraction: float = 0.05  # demonstrations held out for the validation loss
+    eval_samples: int = 2  # sampled responses per held-out prompt for the gold evaluation
+    max_new_tokens: int = 64  # response budget when sampling (the longest good answers use ~45)
+    temperature: float = TEMPERATURE  # sampling temperature of the evaluation
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.n_demos < 2 or self.epochs <= 0 or self.batch_size <= 0:
+            raise ValueError("n_demos >= 2, epochs > 0 and batch_size > 0 are required")
+
+    @classmethod
+    def fast(cls, **overrides) -> "SFTConfig":
+        base = dict(n_demos=600, epochs=1, batch_size=16, eval_samples=1, max_new_tokens=32)
+        base.update(overrides)
+        return cls(**base)
+
+
+# ==============================================================================================
+# the algorithm: masked labels and the masked loss
+
+
+def build_example(tokenizer: Tokenizer, prompt: str, response: str):
+    """One chat as (input_ids, labels), both (T,) LongTensors of the same length.
+
+    input_ids = <|user|> prompt <|assistant|> response <|end|>
+    labels    = -100 on every token of the prompt part (the user turn and <|assistant|>),
+                the token id on every response token, <|end|> included.
+    Use `tokenizer.encode_prompt(prompt)` and `tokenizer.encode_response(response)`.
+    """
+    # >>> exercise: chapter=3 difficulty=1 minutes=10
+    prompt_ids = tokenizer.encode_prompt(prompt)  # <|user|> ... <|assistant|>
+    response_ids = tokenizer.encode_response(response)  # ... <|end|>
+    input_ids = torch.tensor(prompt_ids + response_ids, dtype=torch.long)  # (T,)
+    labels = torch.tensor([IGNORE] * len(prompt_ids) + response_ids, dtype=torch.long)  # (T,)
+    return input_ids, labels
+    # <<< exercise
+
+
+def sft_loss(logits, labels):
+    """Mean next-token cross-entropy over the positions whose label is not -100.
+
+    logits: (B, T, V) from input_ids; labels: (B, T) aligned with input_ids (as built by
+    `build_example`, -100 on prompt and padding). The logits at position t predict the token at
+    t + 1, so compare logits[:, :-1] with labels[:, 1:]. Returns a scalar.
+    """
+    # >>> exercise: chapter=3 difficulty=2 minutes=15
+    pred = logits[:, :-1, :]  # (B, T-1, V): the prediction made at each position
+    target = labels[:, 1:]  # (B, T-1): the token that follows it
+    return F.cross_entropy(pred.reshape(-1, pred.size(-1)), target.reshape(-1),
+                           ignore_index=IGNORE)
+    # <<< exercise
+
+
+def collate(examples, pad_id: int):
+    """Right-pad a list of (input_ids, labels) into (B, T) tensors.
+
+    Padding needs no attention mask on the right: under the causal mask no real token attends
+    to a later pad. Pads get label -100, so they are never trained on.
+    """
+    if not examples:
+        raise ValueError("cannot collate an empty batch")
+    T = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), T), IGNORE, dtype=torch.long)
+    for i, (ids, lab) in enumerate(examples):
+        input_ids[i, : len(ids)] = ids
+        labels[i, : len(lab)] = lab
+    return input_ids, labels
+
+
+# ==============================================================================================
+# plumbing: data, loop, checkpoints
+
+
+def make_examples(tokenizer, pairs, block_size):
+    examples = []
+    for prompt, response in pairs:
+        ids, labels = build_example(tokenizer, prompt, response)
+        if len(ids) > block_size:
+            raise ValueError(f"demonstration of {len(ids)} tokens exceeds the context "
+                             f"({block_size}): {prompt!r}")
+        examples.append((ids, labels))
+    return examples
+
+
+@torch.no_grad()
+def validation_loss(model, examples, pad_id, batch_size, device) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(examples), batch_size):
+        ids, labels = collate(examples[i: i + batch_size], pad_id)
+        logits, _ = model(ids.to(device))
+        n = int((labels[:, 1:] != IGNORE).sum())
+        total += sft_loss(logits, labels.to(device)).item() * n
+        count += n
+    model.train()
+    return total / max(count, 1)
+
+
+def train(cfg: SFTConfig, out_dir: str | Path, device: str = "cpu", log=print) -> dict:
+    """Fine-tune the pretrained model of DIR on demonstrations; evaluate against the gold reward."""
+    from . import evaluate, plots
+    from .pretrain import load_model
+
+    out_dir = Path(out_dir)
+    stage_dir = out_dir / "sft"
+    dev = pick_device(device)
+    g = set_seed(cfg.seed)
+    world = world_lib.default_world()
+
+    with timer() as elapsed:
+        model, tokenizer = load_model(out_dir, dev)
+        pairs = world.demonstrations(cfg.n_demos, seed=cfg.seed)
+        examples = make_examples(tokenizer, pairs, model.config.block_size)
+        n_val = max(1, int(len(examples) * cfg.val_fraction))
+        val, train_ex = examples[:n_val], examples[n_val:]
+        steps_per_epoch = (len(train_ex) + cfg.batch_size - 1) // cfg.batch_size
+        max_steps = steps_per_epoch * cfg.epochs
+        optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
+        history = {"step": [], "train_loss": [], "val_step": [], "val_loss": []}
+        history["val_step"].append(0)
+        history["val_loss"].append(validation_loss(model, val, tokenizer.pad_id,
+                                                   cfg.batch_size, dev))
+        order_rng = random.Random(cfg.seed)
+        model.train()
+        step = 0
+        bar = progress(total=max_steps, desc="sft")
+        for epoch in range(cfg.epochs):
+            order = list(range(len(train_ex)))
+            order_rng.shuffle(order)
+            for i in range(0, len(order), cfg.batch_size):
+                lr = cosine_lr(step, max_steps, cfg.lr, cfg.warmup_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                ids, labels = collate([train_ex[j] for j in order[i: i + cfg.batch_size]],
+                                      tokenizer.pad_id)
+                logits, _ = model(ids.to(dev))
+                loss = sft_loss(logits, labels.to(dev))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                history["step"].append(step)
+                history["train_loss"].append(loss.item())
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                step += 1
+            history["val_step"].append(step)
+            history["val_loss"].append(validation_loss(model, val, tokenizer.pad_id,
+                                                       cfg.batch_size, dev))
+        bar.close()
+        train_seconds = elapsed()
+        save_checkpoint(model.checkpoint(train_config=asdict(cfg)), stage_dir / "model.pt")
+
+        # evaluation: the SFT model and the pretrained model on the same held-out prompts
+        tasks = world.tasks("eval")
+        kw = dict(n_samples=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                  temperature=cfg.temperature)
+        sft_eval = evaluate.evaluate_policy(model, tokenizer, tasks, **kw)
+        pretrained, _ = load_model(out_dir, dev)
+        pre_eval = evaluate.evaluate_policy(pretrained, tokenizer, tasks, **kw)
+        win = evaluate.win_rate(sft_eval["gold"], pre_eval["gold"])
+
+    metrics = {
+        "gold_reward_mean": sft_eval["gold_reward_mean"],
+        "task_success_rate": sft_eval["task_success_rate"],
+        "end_rate": sft_eval["end_rate"],
+        "per_family": sft_eval["per_family"],
+        "pretrained_gold_reward_mean": pre_eval["gold_reward_mean"],
+        "pretrained_task_success_rate": pre_eval["task_success_rate"],
+        "pretrained_end_rate": pre_eval["end_rate"],
+        "pretrained_per_family": pre_eval["per_family"],
+        "win_rate_vs_pretrained": win,
+        "val_loss": history["val_loss"][-1],
+        "n_demos": cfg.n_demos,
+        "train_seconds": train_seconds,
+        "seconds": elapsed(),
+        "samples": evaluate.side_by_side(tasks, {"pretrained": pre_eval, "sft": sft_eval}),
+        "config": asdict(cfg),
+        "history": history,
+    }
+    write_json(metrics, stage_dir / "metrics.json")
+    plots.loss_curve(history, stage_dir / "loss.png", title="SFT (response tokens only)")
+    plots.family_bars({"pretrained": pre_eval["per_family"], "sft": sft_eval["per_family"]},
+                      "success", stage_dir / "success_by_family.png",
+                      title="task success on held-out prompts")
+    log(f"sft: task success {pre_eval['task_success_rate']:.0%} (pretrained) -> "
+        f"{sft_eval['task_success_rate']:.0%}; gold reward {pre_eval['gold_reward_mean']:.2f} -> "
+        f"{sft_eval['gold_reward_mean']:.2f}; {metrics['seconds']:.0f} s")
+    return metrics
+
+
+def load_model(out_dir: str | Path, device="cpu") -> tuple[GPT, Tokenizer]:
+    """The SFT model and tokenizer of a run folder."""
+    out_dir = Path(out_dir)
+    ckpt = load_checkpoint(out_dir / "sft" / "model.pt", map_location=pick_device(device))
+    return GPT.from_checkpoint(ckpt).to(pick_device(device)), Tokenizer.load(out_dir / "tokenizer.json")

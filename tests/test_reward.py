@@ -1,0 +1,75 @@
+"""Reward model: the Bradley-Terry and ranking losses by hand, reading the score at the last
+real token, accuracy with a strict >, and the Bayes ceiling."""
+
+import math
+
+import pytest
+import torch
+
+from minialign.reward import (bradley_terry_loss, last_token_scores, preference_accuracy,
+                              ranking_loss, spearman)
+
+
+def test_bradley_terry_by_hand():
+    c, r = torch.tensor([2.0, 0.0]), torch.tensor([1.0, 0.0])
+    expected = (-math.log(1 / (1 + math.exp(-1))) + math.log(2)) / 2
+    assert bradley_terry_loss(c, r).item() == pytest.approx(expected, rel=1e-6)
+    # zero rewards: ln 2, whatever the pairs
+    assert bradley_terry_loss(torch.zeros(5), torch.zeros(5)).item() == pytest.approx(math.log(2))
+    # a margin asks for more: the loss grows
+    m = torch.tensor([1.0, 1.0])
+    assert bradley_terry_loss(c, r, m) > bradley_terry_loss(c, r)
+    assert bradley_terry_loss(c, r, m).item() == pytest.approx(bradley_terry_loss(c - m, r).item())
+    # stable for huge differences
+    assert torch.isfinite(bradley_terry_loss(torch.tensor([-1e4]), torch.tensor([1e4])))
+
+
+def test_bradley_terry_invariant_to_a_shift_and_gradient_direction():
+    c = torch.tensor([0.3, -1.0], requires_grad=True)
+    r = torch.tensor([0.1, 0.5], requires_grad=True)
+    loss = bradley_terry_loss(c, r)
+    loss.backward()
+    assert (c.grad < 0).all() and (r.grad > 0).all()  # raise chosen, lower rejected
+    assert bradley_terry_loss(c + 7, r + 7).item() == pytest.approx(loss.item())
+
+
+def test_ranking_loss_with_k2_equals_pairwise():
+    torch.manual_seed(0)
+    rewards = torch.randn(6, 2)
+    assert ranking_loss(rewards).item() == pytest.approx(
+        bradley_terry_loss(rewards[:, 0], rewards[:, 1]).item(), rel=1e-6)
+
+
+def test_ranking_loss_by_hand_is_a_mean_per_prompt():
+    rewards = torch.tensor([[3.0, 2.0, 0.0]])  # pairs (0,1), (0,2), (1,2)
+    pairs = [-math.log(torch.sigmoid(torch.tensor(d)).item()) for d in (1.0, 3.0, 2.0)]
+    assert ranking_loss(rewards).item() == pytest.approx(sum(pairs) / 3, rel=1e-5)
+
+
+def test_ranking_loss_averages_per_prompt_not_over_all_pairs():
+    rewards = torch.tensor([[1.0, 0.0, -1.0, -2.0], [0.0, 2.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    per_prompt_0 = ranking_loss(rewards[:1]).item()  # 6 pairs
+    per_prompt_1 = bradley_terry_loss(rewards[1:, 0], rewards[1:, 1]).item()  # 1 pair
+    assert ranking_loss(rewards, mask).item() == pytest.approx((per_prompt_0 + per_prompt_1) / 2, rel=1e-5)
+    # (a mean over all 7 pairs of the batch would weight the first prompt 6 times more)
+    all_pairs = (per_prompt_0 * 6 + per_prompt_1) / 7
+    assert ranking_loss(rewards, mask).item() != pytest.approx(all_pairs, rel=1e-3)
+
+
+def test_last_token_scores_with_left_and_right_padding():
+    values = torch.arange(12.0).view(2, 6)
+    mask = torch.tensor([[True, True, True, True, False, False],  # right-padded: last real = 3
+                         [False, False, True, True, True, True]])  # left-padded: last real = 5
+    assert last_token_scores(values, mask).tolist() == [3.0, 11.0]
+
+
+def test_accuracy_is_strict():
+    assert preference_accuracy(torch.zeros(4), torch.zeros(4)) == 0.0  # a zero head scores 0
+    assert preference_accuracy(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])) == 0.5
+
+
+def test_spearman():
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 2], [5, 5, 9]) == pytest.approx(1.0)

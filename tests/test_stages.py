@@ -1,0 +1,102 @@
+"""Smoke runs of every stage with tiny configurations, in order, in one run folder: each stage
+must train, write its checkpoint, metrics and figures, and report the metrics the course
+relies on. (Quality is measured by the full run, not here: these models are too small.)"""
+
+import json
+
+import pytest
+
+from minialign import bon, compare, dpo, ppo, pretrain, reward, sft
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("run")
+
+
+def quiet(*_):
+    pass
+
+
+def load(run_dir, stage):
+    return json.loads((run_dir / stage / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def pipeline(run_dir):
+    """Every stage, tiny, in order (later tests read what this wrote)."""
+    out = {}
+    out["pretrain"] = pretrain.train(pretrain.PretrainConfig.fast(max_steps=40, n_docs=1500),
+                                     run_dir, log=quiet)
+    out["sft"] = sft.train(sft.SFTConfig.fast(n_demos=300), run_dir, log=quiet)
+    out["reward"] = reward.train(reward.RewardConfig.fast(n_prompts=64), run_dir, log=quiet)
+    out["ppo"] = ppo.train(ppo.PPOConfig.fast(iterations=3, eval_interval=2), run_dir, log=quiet)
+    out["dpo"] = dpo.train(dpo.DPOConfig.fast(), run_dir, log=quiet)
+    out["bon"] = bon.train(bon.BoNConfig.fast(n_prompts=24), run_dir, log=quiet)
+    out["compare"] = compare.train(compare.CompareConfig.fast(), run_dir, log=quiet)
+    return out
+
+
+def test_sft_writes_checkpoint_metrics_and_figures(pipeline, run_dir):
+    m = load(run_dir, "sft")
+    for key in ["gold_reward_mean", "task_success_rate", "pretrained_gold_reward_mean",
+                "pretrained_task_success_rate", "end_rate", "per_family"]:
+        assert key in m
+    assert (run_dir / "sft" / "model.pt").exists()
+    assert (run_dir / "sft" / "success_by_family.png").exists()
+    assert 0 <= m["task_success_rate"] <= 1 and m["gold_reward_mean"] <= 1
+
+
+def test_reward_model_metrics(pipeline, run_dir):
+    m = load(run_dir, "reward")
+    for key in ["val_accuracy", "bayes_accuracy", "gold_correlation"]:
+        assert key in m
+    assert 0.5 <= m["bayes_accuracy"] <= 1  # max(p, 1 - p) >= 1/2 for every pair
+    assert 0 <= m["val_accuracy"] <= 1
+    assert m["history"]["val_loss"][0] == pytest.approx(0.6931, abs=1e-3)  # zero head: ln 2
+    assert m["history"]["val_accuracy"][0] == 0.0  # strict >: ties are wrong
+    prefs = json.loads((run_dir / "reward" / "preferences.json").read_text())
+    assert prefs["train"] and prefs["val"]
+
+
+def test_reward_model_scores_are_normalised_on_sft_samples(pipeline, run_dir):
+    m = load(run_dir, "reward")
+    scores = m["scores"]["rm"]
+    mean = sum(scores) / len(scores)
+    assert mean == pytest.approx(0.0, abs=1e-4)
+
+
+def test_ppo_metrics(pipeline, run_dir):
+    m = load(run_dir, "ppo")
+    for key in ["gold_reward_mean", "proxy_reward_mean", "kl_to_ref", "win_rate_vs_sft"]:
+        assert key in m
+    h = m["history"]
+    for key in ["objective/kl", "objective/scores", "policy/clipfrac", "policy/approxkl",
+                "val/ratio", "loss/policy", "loss/value", "objective/entropy"]:
+        assert key in h[0]
+    assert abs(h[0]["objective/kl"]) < 1e-4  # the policy starts as the reference
+    assert all(abs(x["val/first_ratio"] - 1) < 1e-4 for x in h)
+    assert (run_dir / "ppo" / "training.png").exists()
+
+
+def test_dpo_metrics(pipeline, run_dir):
+    m = load(run_dir, "dpo")
+    for key in ["gold_reward_mean", "kl_to_ref", "win_rate_vs_sft", "implicit_reward_accuracy"]:
+        assert key in m
+    h = m["history"]
+    assert h["loss"][0] == pytest.approx(0.6931, abs=1e-3)  # policy = reference at step 0
+    assert h["rewards/margins"][0] == pytest.approx(0.0, abs=1e-4)
+    for key in ["rewards/chosen", "rewards/rejected", "rewards/accuracies", "logps/chosen",
+                "logps/rejected"]:
+        assert key in h
+
+
+def test_best_of_n_and_compare(pipeline, run_dir):
+    m = load(run_dir, "bon")
+    by_n = m["by_n"]
+    assert by_n["1"]["kl_bound"] == 0.0
+    proxies = [by_n[n]["proxy_reward_mean"] for n in sorted(by_n, key=int)]
+    assert proxies == sorted(proxies)  # nested samples: the max over more can only be higher
+    c = load(run_dir, "compare")
+    assert set(c["rows"]) == {"pretrained", "sft", "bon", "ppo", "dpo"}
+    assert (run_dir / "compare" / "frontier.png").exists()
