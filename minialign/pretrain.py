@@ -55,7 +55,7 @@ class PretrainConfig:
     @classmethod
     def fast(cls, **overrides) -> "PretrainConfig":
         """A quick configuration for demos and CI: seconds, not minutes."""
-        base = dict(n_docs=4000, vocab_size=512, n_layer=2, n_head=2, n_embd=64, block_size=96,
+        base = dict(n_docs=4000, vocab_size=512, n_layer=2, n_head=2, n_embd=64, block_size=128,
                     batch_size=16, max_steps=60, warmup_steps=10, eval_interval=30,
                     eval_batches=2)
         base.update(overrides)
