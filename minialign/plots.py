@@ -371,3 +371,95 @@ def grouped_bars(values: dict, path=None, title=None, ylabel=None, ylim=None, hl
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return _finish(fig, path)
+
+
+def ppo_ablation(runs: dict, sft_gold=None, path=None,
+                 title="PPO with one implementation detail switched at a time"):
+    """PPO variants side by side. runs: {variant name: the metrics of its stage (ppo.train)}.
+
+    Top row, one bar per variant: the final gold reward, proxy reward (normalised reward-model
+    score) and KL to the SFT model on the held-out prompts. Bottom row, against iterations: the
+    gold reward of the periodic evaluations, and the KL and value loss of the rollouts
+    (smoothed). sft_gold, the SFT model's gold reward: the gold bars then show the change from
+    it, and the gold curves a dotted line at it.
+    """
+    import numpy as np
+
+    if not runs:
+        raise ValueError("no runs to draw")
+    names = list(runs)
+    colors = [f"C{i}" for i in range(len(names))]
+    x = np.arange(len(names))
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.2))
+    shift = sft_gold if sft_gold is not None else 0.0  # gold bars: the change from SFT
+    finals = [("gold_reward_mean", "final gold reward (held-out)" if sft_gold is None else
+               "final gold reward minus SFT's (held-out)"),
+              ("proxy_reward_mean", "final proxy reward (held-out)"),
+              ("kl_to_ref", "final KL to SFT (nats per response)")]
+    for ax, (key, label) in zip(axes[0], finals):
+        ax.bar(x, [runs[n][key] - (shift if key == "gold_reward_mean" else 0.0) for n in names],
+               color=colors)
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
+        ax.set_title(label, fontsize=10)
+    if sft_gold is not None:
+        axes[1, 0].axhline(sft_gold, ls=":", color="black", label="SFT")
+        axes[1, 0].legend(fontsize=7)
+    for name, color in zip(names, colors):
+        history, curve = runs[name]["history"], runs[name]["curve"]
+        it = [h["iteration"] for h in history]
+        axes[1, 0].plot(curve["iteration"], curve["gold"], "o-", color=color, ms=4, label=name)
+        axes[1, 1].plot(it, _smooth([h["objective/kl"] for h in history], 5), color=color,
+                        label=name)
+        axes[1, 2].plot(it, _smooth([h["loss/value"] for h in history], 5), color=color,
+                        label=name)
+    axes[1, 0].set_title("gold reward (held-out)", fontsize=10)
+    axes[1, 1].set_title("objective/kl (rollouts, smoothed)", fontsize=10)
+    axes[1, 2].set_title("loss/value (smoothed)", fontsize=10)
+    axes[1, 2].set_yscale("log")
+    axes[1, 1].legend(fontsize=7)
+    for ax in axes[1]:
+        ax.set_xlabel("iteration")
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    return _finish(fig, path)
+
+
+def dpo_beta_sweep(runs: dict, sft_gold=None, path=None, title="DPO with several beta"):
+    """DPO trained with several beta. runs: {beta: the metrics of its stage (dpo.train)}.
+
+    Panels: gold reward and KL to the SFT model (held-out prompts) against beta (log scale);
+    the logged margin rewards/margins = beta * h against step; and h itself, the log-ratio
+    margin (log pi/pi_ref of the chosen minus that of the rejected, nats), against step.
+    """
+    if not runs:
+        raise ValueError("no runs to draw")
+    betas = sorted(runs)
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
+    a, b, c, d = axes
+    a.plot(betas, [runs[x]["gold_reward_mean"] for x in betas], "o-", label="DPO")
+    if sft_gold is not None:
+        a.axhline(sft_gold, ls=":", color="black", label="SFT")
+    a.set_title("gold reward (held-out)", fontsize=10)
+    a.legend(fontsize=8)
+    b.plot(betas, [runs[x]["kl_to_ref"] for x in betas], "o-", color="C1")
+    b.set_title("KL to SFT (nats per response)", fontsize=10)
+    for ax in (a, b):
+        ax.set_xscale("log")
+        ax.set_xlabel("beta")
+    for i, beta in enumerate(betas):
+        h = runs[beta]["history"]
+        c.plot(h["step"], _smooth(h["rewards/margins"]), color=f"C{i}", label=f"beta = {beta}")
+        d.plot(h["step"], _smooth([m / beta for m in h["rewards/margins"]]), color=f"C{i}",
+               label=f"beta = {beta}")
+    c.set_title("rewards/margins = beta * h (smoothed)", fontsize=10)
+    d.set_title("h = log-ratio margin, nats (smoothed)", fontsize=10)
+    for ax in (c, d):
+        ax.set_xlabel("step")
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.legend(fontsize=8)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    return _finish(fig, path)
