@@ -323,18 +323,31 @@ def reward_components(breakdowns: list[dict], labels: list[str], path=None,
     return _finish(fig, path)
 
 
-def frontier(points: dict, path=None, title="gold reward against KL to the SFT model"):
-    """The reward-KL frontier: one line of (KL, gold, label) points per method."""
+def frontier(points: dict, path=None, title="gold reward against KL to the SFT model",
+             faint=(), colors: dict | None = None):
+    """The reward-KL frontier: one line of (KL, gold, label) points per method.
+
+    A None among a method's points breaks its line (several runs in one series). faint: names
+    of series drawn thin and pale, without labels (a bound, training curves); colors: optional
+    {name: matplotlib color} (default: C0, C1, ... in order)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for i, (name, pts) in enumerate(points.items()):
         if not pts:
             continue
-        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        nan = float("nan")
+        xs = [p[0] if p is not None else nan for p in pts]
+        ys = [p[1] if p is not None else nan for p in pts]
+        color = (colors or {}).get(name) or f"C{i}"
+        if name in faint:
+            ax.plot(xs, ys, "-", marker=".", ms=3, lw=0.8, alpha=0.35, label=name, color=color,
+                    zorder=1)
+            continue
         ax.plot(xs, ys, "-" if len(pts) > 1 else "", marker="*" if name == "SFT" else "o",
-                ms=12 if name == "SFT" else 5, label=name, color=f"C{i}")
-        for x, y, label in pts:
-            if label and len(pts) <= 8:
-                ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                ms=12 if name == "SFT" else 5, label=name, color=color, zorder=2)
+        for p in pts:
+            if p is not None and p[2] and len(pts) <= 8:
+                ax.annotate(p[2], (p[0], p[1]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
     ax.set_xlabel("KL(policy || SFT)  (nats per response)")
     ax.set_ylabel("gold reward (held-out prompts)")
     ax.set_title(title)
@@ -460,6 +473,46 @@ def dpo_beta_sweep(runs: dict, sft_gold=None, path=None, title="DPO with several
         ax.axhline(0, color="gray", lw=0.8)
         ax.legend(fontsize=8)
     for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    return _finish(fig, path)
+
+
+def overoptimization(panels: dict, path=None,
+                     title="over-optimisation: the proxy keeps rising, the gold reward need not"):
+    """Gold and proxy reward as optimisation pressure grows (Gao et al. 2022), one panel per
+    method, against d = sqrt(KL to the starting policy).
+
+    panels: {title: {"kl": [...], "gold": [...], "proxy": [...], and optionally "labels": [...]
+    (one per point, e.g. "N=16"), "fit": {"d": [...], "gold": [...], "label": str} (a fitted
+    curve, e.g. compare.fit_gao's), "kl_kind": what the KL is}}. Gold on the left axis with the
+    fitted curve dashed; the proxy (normalised reward-model score) on the right axis.
+    """
+    import numpy as np
+
+    if not panels:
+        raise ValueError("no panels to draw")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    for ax, (name, p) in zip(axes[0], panels.items()):
+        d = np.sqrt(np.clip(np.asarray(p["kl"], dtype=float), 0, None))
+        ax.plot(d, p["gold"], "s-", color="C1", ms=4, label="gold")
+        if p.get("fit"):
+            ax.plot(p["fit"]["d"], p["fit"]["gold"], "--", color="C1", alpha=0.7,
+                    label=p["fit"].get("label", "fit"))
+        labels = p.get("labels") or []
+        if len(labels) <= 10:
+            for x, y, label in zip(d, p["gold"], labels):
+                ax.annotate(label, (x, y), fontsize=6, xytext=(2, -8), textcoords="offset points")
+        ax.set_xlabel("sqrt(KL)" + (f"  (KL: {p['kl_kind']})" if p.get("kl_kind") else ""),
+                      fontsize=8)
+        ax.set_ylabel("gold reward", color="C1")
+        ax2 = ax.twinx()
+        ax2.plot(d, p["proxy"], "o-", color="C0", ms=4, label="proxy (reward model)")
+        ax2.set_ylabel("proxy: reward-model score (normalised)", color="C0", fontsize=8)
+        lines = ax.get_legend_handles_labels()
+        lines2 = ax2.get_legend_handles_labels()
+        ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="best")
+        ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=11)
     return _finish(fig, path)

@@ -1,0 +1,207 @@
+"""Chapter 7: best-of-N's KL estimate on hand cases, Gao et al.'s curve fits on synthetic data,
+and a smoke run of the comparison with its sweep (frontier, over-optimisation, RLAIF) on a tiny
+pipeline."""
+
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from minialign import bon, compare, dpo, ppo, pretrain, reward, sft
+from minialign.__main__ import main as cli
+from minialign.evaluate import kl_best_of_n_bound
+
+
+# ==============================================================================================
+# the KL of best-of-N, estimated on the distinct sampled responses
+
+
+def kl(p, q):
+    return sum(a * math.log(a / b) for a, b in zip(p, q) if a > 0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 64])
+def test_kl_estimate_two_responses_by_hand(n):
+    # response 0 (p = 1/4) scores higher: best-of-n returns it unless all n draws are response 1
+    logps = torch.tensor([0.25, 0.75], dtype=torch.float64).log()
+    expected = kl([1 - 0.75 ** n, 0.75 ** n], [0.25, 0.75])
+    got = bon.kl_best_of_n_estimate(logps, [1.0, 0.0], n)
+    assert got == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    # the log-probs are renormalised over the sampled support: only their ratio matters
+    shifted = torch.tensor([0.1, 0.3], dtype=torch.float64).log()
+    assert bon.kl_best_of_n_estimate(shifted, [1.0, 0.0], n) == \
+        pytest.approx(expected, rel=1e-9, abs=1e-12)
+    # a tie goes to the earlier response, as pick_best does
+    assert bon.kl_best_of_n_estimate(logps, [0.5, 0.5], n) == \
+        pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert got <= kl_best_of_n_bound(n) + 1e-12
+
+
+def test_kl_estimate_never_exceeds_the_bound_and_is_zero_for_one_response():
+    rng = random.Random(0)
+    for _ in range(200):
+        k, n = rng.randint(1, 12), rng.choice([1, 2, 4, 16, 256])
+        logps = torch.tensor([rng.uniform(-8, 0) for _ in range(k)])
+        scores = [rng.choice([0.0, 0.5, rng.random()]) for _ in range(k)]  # with ties
+        est = bon.kl_best_of_n_estimate(logps, scores, n)
+        assert -1e-12 <= est <= kl_best_of_n_bound(n) + 1e-9
+    assert bon.kl_best_of_n_estimate(torch.tensor([-3.0]), [0.2], 64) == pytest.approx(0.0)
+
+
+def test_reward_ranks_break_ties_towards_the_earlier_response():
+    assert bon.reward_ranks([0.5, 0.2, 0.5, 0.9]).tolist() == [2.0, 0.0, 1.0, 3.0]
+
+
+def test_best_of_n_curve_on_repeated_samples():
+    # one prompt, 4 samples: response A (true p 0.25, score 1) once, response B (p 0.75,
+    # score 0) three times; gold 1 for A, 0 for B
+    A, B = [5, 6, 1], [7, 1]
+    samples = [{"response_ids": ids} for ids in (B, A, B, B)]
+    logps = [math.log(0.75), math.log(0.25), math.log(0.75), math.log(0.75)]
+    proxy = [0.0, 1.0, 0.0, 0.0]
+    gold = [0.0, 1.0, 0.0, 0.0]
+    curve = bon.best_of_n_curve(samples, logps, proxy, gold, n_prompts=1, ns=(1, 2, 4))
+    for n in (1, 2, 4):
+        r = curve[n]
+        assert r["kl_estimate"] == pytest.approx(kl([1 - 0.75 ** n, 0.75 ** n], [0.25, 0.75]))
+        # the sample frequencies are exactly 1/4 and 3/4 here: the two estimates agree
+        assert r["kl_estimate_freq"] == pytest.approx(r["kl_estimate"])
+        assert r["gold_expected"] == pytest.approx(1 - 0.75 ** n)
+        assert r["kl_bound"] == pytest.approx(kl_best_of_n_bound(n))
+        assert r["support_mass"] == pytest.approx(1.0)
+        assert r["distinct_per_prompt"] == 2
+    assert curve[1]["chosen"] == [0] and curve[2]["chosen"] == [1]  # nested draws
+    assert curve[1]["kl_estimate"] == pytest.approx(0.0, abs=1e-12)
+
+
+# ==============================================================================================
+# Gao et al.'s functional forms, fitted by least squares
+
+
+@pytest.mark.parametrize("form,alpha,beta", [("bon", 0.8, 0.3), ("rl", 0.5, 0.4)])
+def test_fit_gao_recovers_known_parameters(form, alpha, beta):
+    kls = [0.0, 0.1, 0.4, 1.0, 2.0, 3.5, 5.0, 8.0]
+    d = [math.sqrt(k) for k in kls]
+    gold0 = -0.2
+    gold = [gold0 + compare.gao_curve(x, alpha, beta, form) for x in d]
+    fit = compare.fit_gao(kls, gold, form)
+    assert fit["alpha"] == pytest.approx(alpha, abs=1e-9)
+    assert fit["beta"] == pytest.approx(beta, abs=1e-9)
+    assert fit["gold0"] == gold0 and fit["r2"] == pytest.approx(1.0)
+    d_peak = alpha / (2 * beta) if form == "bon" else math.exp(alpha / beta - 1)
+    assert fit["peak_kl"] == pytest.approx(d_peak ** 2)
+    assert fit["peak_gain"] == pytest.approx(compare.gao_curve(d_peak, alpha, beta, form))
+
+
+def test_fit_gao_with_noise_and_edge_cases():
+    rng = random.Random(1)
+    kls = [0.05 * i * i for i in range(30)]
+    gold = [0.3 + math.sqrt(k) * (1.0 - 0.25 * math.sqrt(k)) + rng.gauss(0, 0.01) for k in kls]
+    gold[0] = 0.3
+    fit = compare.fit_gao(kls, gold, "bon")
+    assert fit["alpha"] == pytest.approx(1.0, abs=0.05)
+    assert fit["beta"] == pytest.approx(0.25, abs=0.03)
+    rising = compare.fit_gao([0.0, 1.0, 4.0], [0.0, 1.0, 2.5], "bon")  # never turns down
+    assert rising["beta"] < 0 and rising["peak_kl"] is None
+    assert compare.fit_gao([0.0, 1.0], [0.0, 1.0], "rl") is None  # too few points
+    with pytest.raises(ValueError):
+        compare.fit_gao([0.0, 1.0, 2.0], [0.0, 1.0, 2.0], "ppo")
+
+
+def test_fooling_responses_need_high_proxy_and_low_gold():
+    rows = [{"source": "a", "prompt": f"p{i}", "response": "r", "proxy": px, "gold": g}
+            for i, (px, g) in enumerate([(2.0, -1.0), (1.0, 0.9), (-1.0, -2.0), (0.5, 0.0)])]
+    picked = compare.fooling_responses(rows, sft_gold=0.2, n=4)
+    assert [r["prompt"] for r in picked] == ["p0", "p3"]  # p1: gold too high; p2: proxy too low
+
+
+# ==============================================================================================
+# the configuration and the command line
+
+
+def test_default_compare_config_trains_nothing_extra():
+    assert not compare.CompareConfig().sweep and not compare.CompareConfig.fast().sweep
+    with pytest.raises(ValueError):
+        compare.CompareConfig(bon_ns=(2, 4))  # N = 1 (the SFT baseline) must be there
+    with pytest.raises(SystemExit):
+        cli(["ppo", "--sweep", "--out", "/nonexistent"])
+
+
+# ==============================================================================================
+# smoke: a tiny pipeline, then the sweep
+
+
+def quiet(*_):
+    pass
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run7")
+    pretrain.train(pretrain.PretrainConfig.fast(max_steps=40, n_docs=1500), run_dir, log=quiet)
+    sft.train(sft.SFTConfig.fast(n_demos=300), run_dir, log=quiet)
+    reward.train(reward.RewardConfig.fast(n_prompts=64), run_dir, log=quiet)
+    ppo.train(ppo.PPOConfig.fast(iterations=3, eval_interval=2), run_dir, log=quiet)
+    dpo.train(dpo.DPOConfig.fast(), run_dir, log=quiet)
+    bon.train(bon.BoNConfig.fast(n_prompts=24), run_dir, log=quiet)
+    return run_dir
+
+
+def test_compare_without_sweep_only_collects(run_dir):
+    m = compare.train(compare.CompareConfig.fast(), run_dir, log=quiet)
+    assert set(m["rows"]) == {"pretrained", "sft", "bon", "ppo", "dpo"}
+    assert "kl_estimate" in m["rows"]["bon"]
+    assert not any((run_dir / s).exists() for s in ("ppo_kl0.02", "reward_small", "reward_ai"))
+
+
+def test_compare_sweep_writes_its_stages_files_and_keys(run_dir):
+    cfg = compare.CompareConfig.fast(sweep=True)
+    m = compare.train(cfg, run_dir, log=quiet)
+    for stage in ("ppo_kl0.02", "dpo_beta1.0", "reward_small", "reward_ai", "dpo_ai", "ppo_ai"):
+        assert (run_dir / stage / "metrics.json").exists(), stage
+    # variants copy the run folder's own stage config and change one knob
+    kl_run = json.loads((run_dir / "ppo_kl0.02" / "metrics.json").read_text())["config"]
+    assert kl_run["kl_coef"] == 0.02 and kl_run["adaptive_kl"] is False
+    assert kl_run["iterations"] == 3  # from the ppo stage of this folder, not PPOConfig.fast()
+    rm_ai = json.loads((run_dir / "reward_ai" / "metrics.json").read_text())
+    assert rm_ai["labeler"] == "ai" and rm_ai["config"]["n_prompts"] == 64
+    for name in ("frontier.png", "overoptimization.png", "overoptimization.json", "rlaif.json",
+                 "rlaif.png", "labelers.png", "metrics.json"):
+        assert (run_dir / "compare" / name).exists(), name
+
+    points = m["frontier"]
+    assert {"SFT", "PPO (final, over KL coef.)", "PPO (during training)",
+            "DPO (over β)"} <= set(points)
+    assert len(points["PPO (final, over KL coef.)"]) == 2  # adaptive + β = 0.02
+    assert len(points["DPO (over β)"]) == 2  # β = 0.3 (the dpo stage) + 1.0
+    assert not any("ai" in str(p) for p in points["DPO (over β)"])
+
+    oo = json.loads((run_dir / "compare" / "overoptimization.json").read_text())
+    assert set(oo["best_of_n"]) == {"reward", "reward_small"}
+    for r in oo["best_of_n"].values():
+        assert r["ns"] == list(cfg.bon_ns)
+        for key in ("kl", "kl_bound", "kl_estimate", "kl_estimate_freq", "gold", "proxy",
+                    "gold_draw", "support_mass", "fit"):
+            assert key in r, key
+        assert all(e <= b + 1e-9 for e, b in zip(r["kl_estimate"], r["kl_bound"]))
+        assert {"alpha", "beta", "peak_kl", "r2"} <= set(r["fit"])
+    assert oo["ppo"]["stage"] == "ppo_kl0.02" and len(oo["ppo"]["gold"]) == len(oo["ppo"]["kl"])
+    assert oo["reward_models"]["reward_small"]["n_train_prompts"] <= cfg.small_rm_prompts
+    for row in oo["fooling"]:
+        assert {"source", "prompt", "response", "proxy", "gold"} <= set(row)
+        assert row["proxy"] > 0 and row["gold"] < oo["sft_gold_reward_mean"]
+
+    rl = json.loads((run_dir / "compare" / "rlaif.json").read_text())
+    assert set(rl["labelers"]) == {"human", "AI judge"}
+    assert {"PPO, AI labels", "DPO, AI labels", "PPO, human labels"} <= set(rl["policies"])
+    for lab in rl["labelers"].values():
+        assert all(0 <= v <= 1 for v in lab["labels"].values())
+
+    # a second call finds every stage and the over-optimisation result: nothing retrained
+    seconds = {s: json.loads((run_dir / s / "metrics.json").read_text())["seconds"]
+               for s in ("ppo_kl0.02", "reward_ai")}
+    compare.train(cfg, run_dir, log=quiet)
+    assert seconds == {s: json.loads((run_dir / s / "metrics.json").read_text())["seconds"]
+                       for s in seconds}
