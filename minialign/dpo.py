@@ -38,17 +38,18 @@ from . import world as world_lib
 from .evaluate import TEMPERATURE
 from .model import GPT, sequence_logprobs
 from .reward import encode_pair, pairs_of, right_pad
-from .utils import (cosine_lr, load_checkpoint, make_optimizer, pick_device, progress,
-                    read_json, save_checkpoint, set_seed, timer, write_json)
+from .utils import (cosine_lr, length_grouped_batches, load_checkpoint, make_optimizer,
+                    pick_device, progress, read_json, save_checkpoint, set_seed, timer,
+                    write_json)
 
 
 @dataclass
 class DPOConfig:
-    beta: float = 0.1  # strength of the KL regularisation (smaller: further from the reference)
+    beta: float = 0.3  # strength of the KL regularisation (smaller: further from the reference)
     loss_type: str = "sigmoid"  # "sigmoid" (DPO) or "ipo"
-    epochs: int = 2
+    epochs: int = 1
     batch_size: int = 32  # pairs per step
-    lr: float = 1e-4
+    lr: float = 3e-5  # small: DPO on noisy labels drifts into degenerate text at 1e-4
     temperature: float = TEMPERATURE  # sampling temperature of the evaluation
     max_new_tokens: int = 64  # response budget when sampling (the longest good answers use ~45)
     eval_samples: int = 1
@@ -141,14 +142,15 @@ def batch_logps(model: GPT, ids, mask, response):
 def reference_logps(ref: GPT, tokenizer, pairs, batch_size, device):
     """The reference's log-probs of every pair, computed once (no gradients, no re-computation
     during training)."""
-    chosen, rejected = [], []
-    for s in range(0, len(pairs), batch_size):
-        batch = pairs[s: s + batch_size]
-        ids, mask, resp = encode_pairs(tokenizer, batch)
-        lp = batch_logps(ref, ids.to(device), mask.to(device), resp.to(device))
-        chosen.append(lp[: len(batch)])
-        rejected.append(lp[len(batch):])
-    return torch.cat(chosen), torch.cat(rejected)
+    chosen, rejected = torch.zeros(len(pairs)), torch.zeros(len(pairs))
+    order = sorted(range(len(pairs)),
+                   key=lambda i: len(pairs[i]["chosen"]) + len(pairs[i]["rejected"]))
+    for s in range(0, len(order), batch_size):
+        idx = order[s: s + batch_size]  # similar lengths: little padding
+        ids, mask, resp = encode_pairs(tokenizer, [pairs[i] for i in idx])
+        lp = batch_logps(ref, ids.to(device), mask.to(device), resp.to(device)).cpu()
+        chosen[idx], rejected[idx] = lp[: len(idx)], lp[len(idx):]
+    return chosen.to(device), rejected.to(device)
 
 
 def load_pairs(out_dir: Path, reward_stage: str, split: str):
@@ -206,11 +208,10 @@ def train(cfg: DPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
         rng = random.Random(cfg.seed)
         step = 0
         bar = progress(total=max_steps, desc=stage)
+        lengths = [max(len(encode_pair(tokenizer, p["prompt"], p["chosen"])),
+                       len(encode_pair(tokenizer, p["prompt"], p["rejected"]))) for p in pairs]
         for _ in range(cfg.epochs):
-            order = list(range(len(pairs)))
-            rng.shuffle(order)
-            for s in range(0, len(order), cfg.batch_size):
-                idx = order[s: s + cfg.batch_size]
+            for idx in length_grouped_batches(lengths, cfg.batch_size, rng):
                 for group in optimizer.param_groups:
                     group["lr"] = cosine_lr(step, max_steps, cfg.lr, max(1, max_steps // 20))
                 ids, mask, resp = encode_pairs(tokenizer, [pairs[i] for i in idx])

@@ -33,7 +33,7 @@ from . import world as world_lib
 from .evaluate import TEMPERATURE
 from .model import GPT, ScalarHeadGPT
 from .tokenizer import Tokenizer
-from .utils import (cosine_lr, load_checkpoint, make_optimizer, pick_device, progress,
+from .utils import (cosine_lr, length_grouped_batches, load_checkpoint, pick_device, progress,
                     save_checkpoint, set_seed, timer, write_json)
 
 
@@ -160,15 +160,16 @@ class RewardModel(torch.nn.Module):
         """Scores of (prompt, response) texts; `ended[i]` False leaves out the <|end|> token."""
         device = self.net.head.weight.device
         self.eval()
-        out = []
         ended = ended if ended is not None else [True] * len(prompts)
-        for s in range(0, len(prompts), batch_size):
-            seqs = [encode_pair(tokenizer, p, r, e) for p, r, e in
-                    zip(prompts[s: s + batch_size], responses[s: s + batch_size],
-                        ended[s: s + batch_size])]
-            ids, mask = right_pad(seqs, tokenizer.pad_id)
-            fn = self.normalized if normalize else self
-            out += fn(ids.to(device), mask.to(device)).tolist()
+        seqs = [encode_pair(tokenizer, p, r, e) for p, r, e in zip(prompts, responses, ended)]
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # batches of equal lengths
+        out = [0.0] * len(seqs)
+        fn = self.normalized if normalize else self
+        for s in range(0, len(order), batch_size):
+            idx = order[s: s + batch_size]
+            ids, mask = right_pad([seqs[i] for i in idx], tokenizer.pad_id)
+            for i, score in zip(idx, fn(ids.to(device), mask.to(device)).tolist()):
+                out[i] = score
         return out
 
     def checkpoint(self, **extra):
@@ -362,10 +363,11 @@ def train(cfg: RewardConfig, out_dir: str | Path, device: str = "cpu", log=print
         step = 0
         bar = progress(total=max_steps, desc=stage)
         rm.train()
+        lengths = [max(len(encode_pair(tokenizer, r["prompt"], x)) for x in r["responses"])
+                   for r in train_records]
         for _ in range(cfg.epochs):
-            rng.shuffle(train_records)
-            for s in range(0, len(train_records), cfg.batch_size):
-                batch = train_records[s: s + cfg.batch_size]
+            for batch_idx in length_grouped_batches(lengths, cfg.batch_size, rng):
+                batch = [train_records[i] for i in batch_idx]
                 for group in optimizer.param_groups:
                     group["lr"] = cosine_lr(step, max_steps, group["base_lr"],
                                             max(1, max_steps // 20))

@@ -31,8 +31,8 @@ from . import world as world_lib
 from .evaluate import TEMPERATURE
 from .model import GPT
 from .tokenizer import Tokenizer
-from .utils import (cosine_lr, load_checkpoint, make_optimizer, pick_device, progress,
-                    save_checkpoint, set_seed, timer, write_json)
+from .utils import (cosine_lr, length_grouped_batches, load_checkpoint, make_optimizer,
+                    pick_device, progress, save_checkpoint, set_seed, timer, write_json)
 
 IGNORE = -100  # label value that F.cross_entropy skips
 
@@ -120,15 +120,18 @@ def collate(examples, pad_id: int):
 # plumbing: data, loop, checkpoints
 
 
-def make_examples(tokenizer, pairs, block_size):
-    examples = []
-    for prompt, response in pairs:
-        ids, labels = build_example(tokenizer, prompt, response)
-        if len(ids) > block_size:
-            raise ValueError(f"demonstration of {len(ids)} tokens exceeds the context "
-                             f"({block_size}): {prompt!r}")
-        examples.append((ids, labels))
-    return examples
+def make_examples(tokenizer, pairs, block_size, log=print):
+    """Tokenised (input_ids, labels); demonstrations longer than the context are left out."""
+    if not pairs:
+        raise ValueError("no demonstrations to train on")
+    examples = [build_example(tokenizer, prompt, response) for prompt, response in pairs]
+    kept = [ex for ex in examples if len(ex[0]) <= block_size]
+    if len(kept) < len(examples):
+        log(f"sft: left out {len(examples) - len(kept)} demonstrations longer than the "
+            f"context ({block_size} tokens)")
+    if not kept:
+        raise ValueError(f"every demonstration is longer than the context ({block_size})")
+    return kept
 
 
 @torch.no_grad()
@@ -159,7 +162,7 @@ def train(cfg: SFTConfig, out_dir: str | Path, device: str = "cpu", log=print) -
     with timer() as elapsed:
         model, tokenizer = load_model(out_dir, dev)
         pairs = world.demonstrations(cfg.n_demos, seed=cfg.seed)
-        examples = make_examples(tokenizer, pairs, model.config.block_size)
+        examples = make_examples(tokenizer, pairs, model.config.block_size, log)
         n_val = max(1, int(len(examples) * cfg.val_fraction))
         val, train_ex = examples[:n_val], examples[n_val:]
         steps_per_epoch = (len(train_ex) + cfg.batch_size - 1) // cfg.batch_size
@@ -173,15 +176,13 @@ def train(cfg: SFTConfig, out_dir: str | Path, device: str = "cpu", log=print) -
         model.train()
         step = 0
         bar = progress(total=max_steps, desc="sft")
+        lengths = [len(ids) for ids, _ in train_ex]
         for epoch in range(cfg.epochs):
-            order = list(range(len(train_ex)))
-            order_rng.shuffle(order)
-            for i in range(0, len(order), cfg.batch_size):
+            for batch_idx in length_grouped_batches(lengths, cfg.batch_size, order_rng):
                 lr = cosine_lr(step, max_steps, cfg.lr, cfg.warmup_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                ids, labels = collate([train_ex[j] for j in order[i: i + cfg.batch_size]],
-                                      tokenizer.pad_id)
+                ids, labels = collate([train_ex[j] for j in batch_idx], tokenizer.pad_id)
                 logits, _ = model(ids.to(dev))
                 loss = sft_loss(logits, labels.to(dev))
                 optimizer.zero_grad(set_to_none=True)

@@ -174,3 +174,21 @@ def cosine_lr(step: int, max_steps: int, lr: float, warmup: int, min_lr_ratio: f
         return lr * (step + 1) / warmup
     progress_ = min(1.0, (step - warmup) / max(1, max_steps - warmup))
     return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress_)))
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, rng, group: int = 16):
+    """Shuffled batches of indices whose sequences have similar lengths.
+
+    Batches are padded to their longest sequence; with random batches about half of the
+    tokens computed on would be padding here. Shuffle, cut into groups of `group` batches, sort
+    each group by length, cut it into batches, shuffle the batches: nearly no padding, and
+    the order is still random from one epoch to the next.
+    """
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches = []
+    for start in range(0, len(order), batch_size * group):
+        chunk = sorted(order[start: start + batch_size * group], key=lambda i: lengths[i])
+        batches += [chunk[i: i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches

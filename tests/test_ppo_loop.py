@@ -24,7 +24,7 @@ def say_the_word(ro):
 
 
 def toy_cfg(**kw):
-    base = dict(iterations=40, batch_size=32, minibatch_size=16, ppo_epochs=4, lr=3e-3,
+    base = dict(iterations=40, batch_size=32, minibatch_size=16, ppo_epochs=4, lr=3e-3, value_lr=3e-3,
                 kl_coef=0.01, adaptive_kl=False, max_new_tokens=6,
                 temperature=1.0, missing_eos_penalty=0.0)
     base.update(kw)
@@ -54,7 +54,7 @@ def test_first_minibatch_ratio_is_one_and_kl_starts_at_zero():
 
 
 def test_without_ppo_updates_nothing_changes():
-    cfg = toy_cfg(iterations=2, lr=0.0)
+    cfg = toy_cfg(iterations=2, lr=0.0, value_lr=0.0)
     history = run(cfg)
     for h in history:
         assert h["policy/clipfrac"] == 0.0

@@ -27,7 +27,7 @@ def test_get_batch_targets_are_inputs_shifted_by_one():
 
 
 def test_pretraining_learns_and_writes_its_files(tmp_path):
-    m = pretrain.train(tiny_cfg(max_steps=30), tmp_path, log=lambda *_: None)
+    m = pretrain.train(tiny_cfg(max_steps=60, eval_interval=20), tmp_path, log=lambda *_: None)
     hist = m["history"]
     assert m["val_loss"] < hist["val_loss"][0] or m["val_loss"] < m["initial_loss_expected"] - 1
     assert m["train_loss"] < m["initial_loss_expected"] - 1  # far below the uniform guess

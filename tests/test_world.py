@@ -112,7 +112,7 @@ def test_corpus_and_demonstrations_are_deterministic_and_mixed():
     scores = [gold(p, r) for p, r in demos]
     perfect = sum(s == 1.0 for s in scores) / len(scores)
     successes = sum(world.gold_breakdown(p, r)["success"] for p, r in demos) / len(demos)
-    assert 0.3 < perfect < 0.7  # contractors: mostly right, often with filler or rudeness
+    assert 0.1 < perfect < 0.5  # contractors: mostly right, often with filler or rudeness
     assert successes > 0.85
 
 
