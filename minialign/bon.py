@@ -53,7 +53,7 @@ from .evaluate import TEMPERATURE, kl_best_of_n_bound
 
 @dataclass
 class BoNConfig:
-    ns: tuple = (1, 2, 4, 8, 16, 32)  # the N values to evaluate
+    ns: tuple = (1, 2, 4, 8, 16)  # the N values to evaluate
     temperature: float = TEMPERATURE  # as every other stage
     max_new_tokens: int = 64  # response budget when sampling (the longest good answers use ~45)
     n_prompts: int = 0  # 0: all held-out prompts

@@ -48,6 +48,7 @@ class DPOConfig:
     beta: float = 0.3  # strength of the KL regularisation (smaller: further from the reference)
     loss_type: str = "sigmoid"  # "sigmoid" (DPO) or "ipo"
     epochs: int = 1
+    max_pairs: int = 0  # preference pairs trained on, a random subset (0: all of them)
     batch_size: int = 32  # pairs per step
     lr: float = 3e-5  # small: DPO on noisy labels drifts into degenerate text at 1e-4
     temperature: float = TEMPERATURE  # sampling temperature of the evaluation
@@ -197,6 +198,8 @@ def train(cfg: DPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
         val_pairs = load_pairs(out_dir, cfg.reward_stage, "val")
         if not pairs:
             raise ValueError(f"no preference pairs in {out_dir / cfg.reward_stage}")
+        if 0 < cfg.max_pairs < len(pairs):  # the time budget: a subset, the same for every run
+            pairs = random.Random(cfg.seed).sample(pairs, cfg.max_pairs)
         ref_chosen, ref_rejected = reference_logps(ref, tokenizer, pairs, 64, dev)
 
         optimizer = make_optimizer(policy, cfg.lr)

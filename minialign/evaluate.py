@@ -10,11 +10,11 @@ report
     win_rate           P(gold of A's response > gold of B's on the same prompt), ties half
     kl_to_ref          KL(policy || reference) in nats per response, estimated from samples
 
-Responses are sampled from the policy's own distribution at temperature TEMPERATURE (0.7)
+Responses are sampled from the policy's own distribution at temperature TEMPERATURE (0.6)
 everywhere: in evaluation, in the reward model's candidates, in PPO's rollouts (whose log-probs
 use the same temperature) and in best-of-N. A model of two million parameters spreads a little
 probability over wrong tokens at every step; at temperature 1 those slips add up over a
-response, at 0.7 they mostly vanish. KLs are measured between the tempered distributions.
+response, at 0.6 they mostly vanish. KLs are measured between the tempered distributions.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from . import world as world_lib
 from .model import GPT, gather_logprobs
 from .tokenizer import Tokenizer
 
-TEMPERATURE = 0.7  # the sampling temperature of every policy, in every stage
+TEMPERATURE = 0.6  # the sampling temperature of every policy, in every stage
 
 
 # ==============================================================================================

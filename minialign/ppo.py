@@ -47,15 +47,15 @@ from .utils import (load_checkpoint, pick_device, progress, save_checkpoint,
 
 @dataclass
 class PPOConfig:
-    iterations: int = 64  # rollout batches (PPO updates)
+    iterations: int = 32  # rollout batches (PPO updates)
     batch_size: int = 64  # prompts per rollout batch
     minibatch_size: int = 32  # rollouts per gradient step
     ppo_epochs: int = 2  # passes over each rollout batch
     lr: float = 3e-5  # learning rate of the policy
     value_lr: float = 1e-3  # learning rate of the value head (a linear layer on the features)
-    kl_coef: float = 0.2  # beta: initial KL penalty per token (nats)
+    kl_coef: float = 0.3  # beta: initial KL penalty per token (nats)
     adaptive_kl: bool = True  # adapt beta towards kl_target (Ziegler et al. 2019)
-    kl_target: float = 1.5  # nats per response: about where gold reward peaks in this world
+    kl_target: float = 1.0  # nats per response: gold peaks near here, then the proxy is hacked
     kl_horizon: int = 1000  # how fast beta adapts (Ziegler: 10,000, for runs 100x longer)
     cliprange: float = 0.2  # epsilon of the clipped policy ratio
     cliprange_value: float = 0.2  # clip of the value update
@@ -67,7 +67,7 @@ class PPOConfig:
     missing_eos_penalty: float = 1.0  # subtracted from the score of a response without <|end|>
     temperature: float = TEMPERATURE  # sampling temperature; log-probs use the same everywhere
     max_new_tokens: int = 64  # response budget when sampling (the longest good answers use ~45)
-    eval_interval: int = 16  # iterations between gold evaluations on held-out prompts
+    eval_interval: int = 8  # iterations between gold evaluations on held-out prompts
     eval_samples: int = 1
     seed: int = 0
 

@@ -36,7 +36,7 @@ class PretrainConfig:
     n_embd: int = 192
     block_size: int = 128  # context length; chats are well under it
     batch_size: int = 32  # windows per step
-    max_steps: int = 600  # 600 x 32 x 128 = 2.5M tokens
+    max_steps: int = 540  # 540 x 32 x 128 = 2.2M tokens
     lr: float = 2e-3  # peak learning rate (small models like large ones)
     warmup_steps: int = 50
     weight_decay: float = 0.1

@@ -211,7 +211,8 @@ def make_labeler(cfg: RewardConfig, world):
 def collect_candidates(policy: GPT, tokenizer, tasks, k, world_candidates, max_new_tokens,
                        seed, world, temperature=TEMPERATURE):
     """For each task, k distinct candidates: k - world_candidates sampled from the policy, the
-    rest from the world's contractor variants. Returns a list of (task, [(text, ended)...])."""
+    rest from the world's contractor variants (one that does not fit the model's context with
+    its prompt is left out). Returns a list of (task, [(text, ended)...])."""
     from .evaluate import sample_responses
 
     g = torch.Generator().manual_seed(seed)
@@ -223,8 +224,9 @@ def collect_candidates(policy: GPT, tokenizer, tasks, k, world_candidates, max_n
     for i, task in enumerate(tasks):
         cands = [(r["text"], r["ended"]) for r in sampled[i * n_policy: (i + 1) * n_policy]]
         for _ in range(world_candidates):
-            cands.append((world.response(task, rng, "contractor" if rng.random() < 0.5
-                                         else "flawed"), True))
+            text = world.response(task, rng, "contractor" if rng.random() < 0.5 else "flawed")
+            if len(encode_pair(tokenizer, task.prompt, text)) <= policy.config.block_size:
+                cands.append((text, True))
         distinct = list(dict.fromkeys(cands))  # identical responses teach nothing: drop them
         if len(distinct) >= 2:
             out.append((task, distinct))

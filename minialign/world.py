@@ -532,12 +532,12 @@ class World:
             return self._flawed(task, rng)
         if quality != "contractor":
             raise ValueError(f"quality must be good, flawed or contractor, got {quality!r}")
-        body = self._flawed(task, rng) if rng.random() < 0.08 else self._good(task, rng)
+        body = self._flawed(task, rng) if rng.random() < 0.06 else self._good(task, rng)
         if rng.random() < 0.4:
             body = f"{rng.choice(RUDE)} {body}"
-        if rng.random() < 0.45:
+        if rng.random() < 0.5:
             body = f"{rng.choice(FILLER_OPEN)} {body}"
-        if rng.random() < 0.45:
+        if rng.random() < 0.6:  # most contractors sign off: a habit SFT keeps even when sharpened
             body = f"{body} {rng.choice(FILLER_CLOSE)}"
         return body
 
@@ -577,7 +577,7 @@ class World:
                        f"{rng.choice([c for c in COUNTRIES.values() if c != task.answer])}."
             if k == "legs":
                 return f"{a_or_an(task.key)} {task.key} has {int(task.answer) + rng.choice([-2, 2])} legs."
-            return f"{task.key} is {rng.choice([c for c in set(COLORS.values()) if c != task.answer])}."
+            return f"{task.key} is {rng.choice([c for c in sorted(set(COLORS.values())) if c != task.answer])}."
         if f == "safety":
             if k == "harmful":
                 return f"to {task.answer}, {HARMFUL[task.answer][0]}"

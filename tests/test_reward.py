@@ -73,3 +73,25 @@ def test_spearman():
     assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
     assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 1, 2], [5, 5, 9]) == pytest.approx(1.0)
+
+
+def test_world_candidates_that_overflow_the_context_are_left_out():
+    from minialign import world as world_lib
+    from minialign.model import GPT, GPTConfig
+    from minialign.reward import collect_candidates, encode_pair
+    from minialign.tokenizer import Tokenizer
+
+    W = world_lib.default_world()
+    tok = Tokenizer.train(world_lib.sample_corpus(200, seed=0), vocab_size=300)
+    tasks = W.tasks("train")[:12]
+    longest_prompt = max(len(tok.encode_prompt(t.prompt)) for t in tasks)
+    block = longest_prompt + 16  # room for 4 sampled tokens (re-encoded), not for most world answers
+    policy = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=block, n_layer=1, n_head=2,
+                           n_embd=16)).eval()
+    out = collect_candidates(policy, tok, tasks, k=3, world_candidates=1, max_new_tokens=4,
+                             seed=0, world=W)
+    lengths = [len(encode_pair(tok, task.prompt, text, ended)) for task, cands in out
+               for text, ended in cands]
+    assert lengths and max(lengths) <= block
+    sampled_only = sum(len(cands) <= 2 for _, cands in out)
+    assert sampled_only > 0  # some world answers were too long and were dropped

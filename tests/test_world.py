@@ -116,6 +116,24 @@ def test_corpus_and_demonstrations_are_deterministic_and_mixed():
     assert successes > 0.85
 
 
+def test_world_is_the_same_in_every_process():
+    """Nothing may depend on Python's per-process string hashing (set order, hash())."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import hashlib; from minialign import world as W; w = W.default_world(); "
+            "t = '|'.join(w.corpus(3000, seed=1)) + repr(w.demonstrations(3000, seed=1)); "
+            "print(hashlib.sha256(t.encode()).hexdigest())")
+    digests = set()
+    for hash_seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1
+
+
 def test_annotator_follows_bradley_terry_and_bayes_accuracy():
     ann = W.Annotator(tau=0.5, length_bias=0.0)
     p = "what is 7 plus 2?"
