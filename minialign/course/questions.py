@@ -344,7 +344,8 @@ QUESTIONS: dict[int, list[Question]] = {
         Question(
             id="q4.3", kind="choice",
             text="Even a reward model that knows the annotators' exact preference "
-                 "probabilities gets only about 75% accuracy on held-out labelled pairs. Why?",
+                 "probabilities gets only about 72% accuracy on the default run's held-out "
+                 "labelled pairs. Why?",
             options=(
                 "It overfits the training pairs: held-out accuracy is always lower than "
                 "training accuracy, and more data would bring it to 100%.",
