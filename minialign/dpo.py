@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from . import world as world_lib
 from .evaluate import TEMPERATURE
 from .model import GPT, sequence_logprobs
-from .reward import encode_pair, pairs_of, right_pad
-from .utils import (cosine_lr, length_grouped_batches, load_checkpoint, make_optimizer,
-                    pick_device, progress, read_json, save_checkpoint, set_seed, timer,
-                    write_json)
+from .reward import encode_pair, pairs_of
+from .utils import (cosine_lr, length_grouped_batches, load_stage_model,
+                    make_optimizer, pick_device, progress, read_json, right_pad, save_checkpoint,
+                    set_seed, timer, write_json)
 
 
 @dataclass
@@ -282,5 +282,4 @@ def train(cfg: DPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
 
 
 def load_policy(out_dir: str | Path, device="cpu", stage="dpo") -> GPT:
-    ckpt = load_checkpoint(Path(out_dir) / stage / "model.pt", map_location=pick_device(device))
-    return GPT.from_checkpoint(ckpt).to(pick_device(device))
+    return load_stage_model(out_dir, stage, device)

@@ -26,26 +26,13 @@ import torch
 from . import world as world_lib
 from .model import GPT, gather_logprobs
 from .tokenizer import Tokenizer
+from .utils import left_pad
 
 TEMPERATURE = 0.6  # the sampling temperature of every policy, in every stage
 
 
 # ==============================================================================================
 # sampling responses in batches
-
-
-def left_pad(seqs: list[list[int]], pad_id: int):
-    """Lists of ids -> (ids (B, T), padding_mask (B, T)) with padding on the left."""
-    if not seqs:
-        raise ValueError("no sequences to pad")
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.bool)
-    for i, s in enumerate(seqs):
-        if len(s):
-            ids[i, T - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, T - len(s):] = True
-    return ids, mask
 
 
 @torch.no_grad()

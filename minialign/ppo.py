@@ -39,10 +39,10 @@ import torch
 import torch.nn as nn
 
 from . import world as world_lib
-from .evaluate import TEMPERATURE, left_pad
+from .evaluate import TEMPERATURE
 from .model import GPT, entropy_from_logits, gather_logprobs
-from .utils import (load_checkpoint, pick_device, progress, save_checkpoint,
-                    set_seed, timer, write_json)
+from .utils import (left_pad, load_stage_model, pick_device, progress,
+                    save_checkpoint, set_seed, timer, write_json)
 
 
 @dataclass
@@ -507,5 +507,4 @@ def train(cfg: PPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
 
 
 def load_policy(out_dir: str | Path, device="cpu", stage="ppo") -> GPT:
-    ckpt = load_checkpoint(Path(out_dir) / stage / "model.pt", map_location=pick_device(device))
-    return GPT.from_checkpoint(ckpt).to(pick_device(device))
+    return load_stage_model(out_dir, stage, device)

@@ -34,7 +34,7 @@ from .evaluate import TEMPERATURE
 from .model import GPT, ScalarHeadGPT
 from .tokenizer import Tokenizer
 from .utils import (cosine_lr, length_grouped_batches, load_checkpoint, pick_device, progress,
-                    save_checkpoint, set_seed, timer, write_json)
+                    right_pad, save_checkpoint, set_seed, timer, write_json)
 
 
 @dataclass
@@ -183,19 +183,6 @@ class RewardModel(torch.nn.Module):
 def encode_pair(tokenizer: Tokenizer, prompt: str, response: str, ended: bool = True):
     ids = tokenizer.encode_prompt(prompt) + tokenizer.encode(response)
     return ids + [tokenizer.end_id] if ended else ids
-
-
-def right_pad(seqs, pad_id):
-    """Lists of ids -> (ids (B, T), padding_mask (B, T)) padded on the right."""
-    if not seqs:
-        raise ValueError("no sequences to pad")
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.bool)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = True
-    return ids, mask
 
 
 # ==============================================================================================

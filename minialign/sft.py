@@ -31,8 +31,9 @@ from . import world as world_lib
 from .evaluate import TEMPERATURE
 from .model import GPT
 from .tokenizer import Tokenizer
-from .utils import (cosine_lr, length_grouped_batches, load_checkpoint, make_optimizer,
-                    pick_device, progress, save_checkpoint, set_seed, timer, write_json)
+from .utils import (cosine_lr, length_grouped_batches, load_stage_model,
+                    make_optimizer, pick_device, progress, save_checkpoint, set_seed, timer,
+                    write_json)
 
 IGNORE = -100  # label value that F.cross_entropy skips
 
@@ -156,7 +157,7 @@ def train(cfg: SFTConfig, out_dir: str | Path, device: str = "cpu", log=print) -
     out_dir = Path(out_dir)
     stage_dir = out_dir / "sft"
     dev = pick_device(device)
-    g = set_seed(cfg.seed)
+    set_seed(cfg.seed)
     world = world_lib.default_world()
 
     with timer() as elapsed:
@@ -241,6 +242,4 @@ def train(cfg: SFTConfig, out_dir: str | Path, device: str = "cpu", log=print) -
 
 def load_model(out_dir: str | Path, device="cpu") -> tuple[GPT, Tokenizer]:
     """The SFT model and tokenizer of a run folder."""
-    out_dir = Path(out_dir)
-    ckpt = load_checkpoint(out_dir / "sft" / "model.pt", map_location=pick_device(device))
-    return GPT.from_checkpoint(ckpt).to(pick_device(device)), Tokenizer.load(out_dir / "tokenizer.json")
+    return load_stage_model(out_dir, "sft", device), Tokenizer.load(Path(out_dir) / "tokenizer.json")

@@ -91,6 +91,15 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def load_stage_model(out_dir: str | Path, stage: str, device="cpu"):
+    """The GPT that a stage saved at DIR/STAGE/model.pt (sft, ppo, dpo, ...), on `device`."""
+    from .model import GPT  # here: the model file does not need the plumbing, only this does
+
+    dev = pick_device(device)
+    ckpt = load_checkpoint(Path(out_dir) / stage / "model.pt", map_location=dev)
+    return GPT.from_checkpoint(ckpt).to(dev)
+
+
 def write_json(obj, path: str | Path) -> None:
     data = (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode()
     _atomic_write(Path(path), lambda f: f.write(data))
@@ -148,6 +157,38 @@ def progress(iterable=None, **kwargs):
     kwargs.setdefault("leave", False)
     kwargs.setdefault("disable", os.environ.get("MINIALIGN_NO_PROGRESS", "0") == "1")
     return tqdm(iterable, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# batches of token ids of different lengths
+
+
+def pad_sequences(seqs: list[list[int]], pad_id: int, side: str):
+    """Lists of ids -> (ids (B, T), padding_mask (B, T)), padded on the "left" or the "right".
+
+    Generation pads on the left, so that every prompt ends in the last column and the next
+    token of every row is predicted at the same position; scoring whole sequences pads on the
+    right, so that position t means the same token in every row."""
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    if not seqs:
+        raise ValueError("no sequences to pad")
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        where = slice(T - len(s), T) if side == "left" else slice(0, len(s))
+        ids[i, where] = torch.tensor(s, dtype=torch.long)
+        mask[i, where] = True
+    return ids, mask
+
+
+def left_pad(seqs: list[list[int]], pad_id: int):
+    return pad_sequences(seqs, pad_id, "left")
+
+
+def right_pad(seqs: list[list[int]], pad_id: int):
+    return pad_sequences(seqs, pad_id, "right")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -675,7 +675,7 @@ def _doc_story(world, rng):
     subject = rng.choice(list(HUMOR_SUBJECTS))
     jokes, traits = HUMOR_SUBJECTS[subject]
     parts = [rng.choice([f"once upon a time there was a {subject}.",
-                         f"here is a story about a {subject}.", f"my friend told me a joke."])]
+                         f"here is a story about a {subject}.", "my friend told me a joke."])]
     if traits and rng.random() < 0.3:
         parts.append(f"all {subject}s are {traits}. that is why nobody likes them.")
     else:

@@ -95,3 +95,18 @@ def test_world_candidates_that_overflow_the_context_are_left_out():
     assert lengths and max(lengths) <= block
     sampled_only = sum(len(cands) <= 2 for _, cands in out)
     assert sampled_only > 0  # some world answers were too long and were dropped
+
+
+def test_padding_on_either_side_by_hand():
+    from minialign.utils import pad_sequences
+
+    ids, mask = pad_sequences([[5, 6, 7], [8]], pad_id=0, side="left")
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert mask.tolist() == [[True, True, True], [False, False, True]]
+    ids, mask = pad_sequences([[5, 6, 7], [8], []], pad_id=0, side="right")
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0], [0, 0, 0]]
+    assert mask.tolist() == [[True, True, True], [True, False, False], [False, False, False]]
+    with pytest.raises(ValueError):
+        pad_sequences([], pad_id=0, side="left")
+    with pytest.raises(ValueError):
+        pad_sequences([[1]], pad_id=0, side="middle")
