@@ -424,10 +424,6 @@ def overoptimization(out_dir, cfg: CompareConfig, device: str = "cpu", log=print
     A result already in the run folder for the same configuration, newer than the stages it
     read, is returned as it is (the sampling of best-of-N is the slow part).
     """
-    from . import bon
-    from .reward import load_reward_model
-    from .sft import load_model as load_sft
-
     out_dir = Path(out_dir)
     path = out_dir / "compare" / "overoptimization.json"
     inputs = [out_dir / s / "metrics.json" for s in
@@ -442,44 +438,9 @@ def overoptimization(out_dir, cfg: CompareConfig, device: str = "cpu", log=print
         rms = {"reward": read_json(out_dir / "reward" / "metrics.json"),
                "reward_small": reward_variant(out_dir, "reward_small", device, log,
                                               n_prompts=cfg.small_rm_prompts)}
-        # (a) best-of-N: one set of samples, scored by both reward models
-        bon_cfg = base_config(out_dir, "bon", bon.BoNConfig)
-        policy, tok = load_sft(out_dir, device)
-        policy.eval()
-        tasks = bon.held_out_tasks(cfg.bon_prompts)
-        log(f"[compare] best-of-N: {max(cfg.bon_ns)} samples for each of {len(tasks)} prompts")
-        cands = bon.sample_candidates(policy, tok, tasks, max(cfg.bon_ns), bon_cfg.max_new_tokens,
-                                      bon_cfg.temperature, cfg.seed + 11)
-        prompts = [t.prompt for t in cands["tasks"]]
-        texts = [s["text"] for s in cands["samples"]]
-        ended = [s["ended"] for s in cands["samples"]]
-        gold = [g["total"] for g in cands["gold"]]
-        best_of_n, fool_pool = {}, []
-        for stage in rms:
-            rm = load_reward_model(out_dir, device, stage)
-            proxy = rm.score_texts(tok, prompts, texts, ended)
-            curve = bon.best_of_n_curve(cands["samples"], cands["logps"], proxy, gold, len(tasks),
-                                        cfg.bon_ns)
-            rows = {k: [curve[n][k] for n in cfg.bon_ns] for k in
-                    ("kl_bound", "kl_estimate", "kl_estimate_freq", "gold_expected",
-                     "proxy_expected", "proxy_reward_mean")}
-            rows["gold_draw"] = [sum(curve[n]["gold"]) / len(tasks) for n in cfg.bon_ns]
-            kl = [bon_kl(curve[n])[0] for n in cfg.bon_ns]
-            best_of_n[stage] = {"ns": list(cfg.bon_ns), "kl": kl,
-                                "kl_kind": bon_kl(curve[cfg.bon_ns[-1]])[1],
-                                "gold": rows.pop("gold_expected"),
-                                "proxy": rows.pop("proxy_expected"), **rows,
-                                "support_mass": curve[1]["support_mass"],
-                                "distinct_per_prompt": curve[1]["distinct_per_prompt"],
-                                "fit": fit_gao(kl, [curve[n]["gold_expected"] for n in cfg.bon_ns],
-                                               "bon")}
-            fool_pool += [{"source": f"best-of-{cfg.bon_ns[-1]} ({stage})", "prompt": prompts[j],
-                           "family": cands["tasks"][j].family,
-                           "response": texts[j] + ("" if ended[j] else " …[no end]"),
-                           "proxy": proxy[j], "gold": gold[j]}
-                          for j in curve[cfg.bon_ns[-1]]["chosen"]]
-            del rm
-        # (b) PPO with a weak KL penalty, from its evaluations during training
+        best_of_n, fool_pool, tok, n_prompts = _best_of_n_pressure(out_dir, cfg, list(rms),
+                                                                   device, log)
+        # PPO with a weak KL penalty, from its evaluations during training
         ppo_result = None
         if cfg.ppo_kl_coefs:
             b = min(cfg.ppo_kl_coefs)
@@ -499,14 +460,61 @@ def overoptimization(out_dir, cfg: CompareConfig, device: str = "cpu", log=print
                                                          "gold_pair_accuracy", "gold_correlation",
                                                          "length_correlation")}
                               for s, m in rms.items()},
-            "n_prompts": len(tasks), "samples_per_prompt": max(cfg.bon_ns),
+            "n_prompts": n_prompts, "samples_per_prompt": max(cfg.bon_ns),
         }
-        del policy
     result["seconds"] = elapsed()
     result["config"] = _jsonable(asdict(cfg))
     write_json(result, path)
     draw_overoptimization(result, out_dir / "compare" / "overoptimization.png")
     return result
+
+
+def _best_of_n_pressure(out_dir: Path, cfg: CompareConfig, rm_stages: list[str], device, log):
+    """Best-of-N under growing N: one set of SFT samples (max N per held-out prompt), scored by
+    each reward model in rm_stages. Returns ({stage: curve and Gao fit}, the responses each
+    reward model picks at the largest N, the tokenizer, the number of prompts)."""
+    from . import bon
+    from .reward import load_reward_model
+    from .sft import load_model as load_sft
+
+    bon_cfg = base_config(out_dir, "bon", bon.BoNConfig)
+    policy, tok = load_sft(out_dir, device)
+    policy.eval()
+    tasks = bon.held_out_tasks(cfg.bon_prompts)
+    log(f"[compare] best-of-N: {max(cfg.bon_ns)} samples for each of {len(tasks)} prompts")
+    cands = bon.sample_candidates(policy, tok, tasks, max(cfg.bon_ns), bon_cfg.max_new_tokens,
+                                  bon_cfg.temperature, cfg.seed + 11)
+    del policy
+    prompts = [t.prompt for t in cands["tasks"]]
+    texts = [s["text"] for s in cands["samples"]]
+    ended = [s["ended"] for s in cands["samples"]]
+    gold = [g["total"] for g in cands["gold"]]
+    best_of_n, fool_pool = {}, []
+    for stage in rm_stages:
+        rm = load_reward_model(out_dir, device, stage)
+        proxy = rm.score_texts(tok, prompts, texts, ended)
+        del rm
+        curve = bon.best_of_n_curve(cands["samples"], cands["logps"], proxy, gold, len(tasks),
+                                    cfg.bon_ns)
+        rows = {k: [curve[n][k] for n in cfg.bon_ns] for k in
+                ("kl_bound", "kl_estimate", "kl_estimate_freq", "gold_expected",
+                 "proxy_expected", "proxy_reward_mean")}
+        rows["gold_draw"] = [sum(curve[n]["gold"]) / len(tasks) for n in cfg.bon_ns]
+        kl = [bon_kl(curve[n])[0] for n in cfg.bon_ns]
+        best_of_n[stage] = {"ns": list(cfg.bon_ns), "kl": kl,
+                            "kl_kind": bon_kl(curve[cfg.bon_ns[-1]])[1],
+                            "gold": rows.pop("gold_expected"),
+                            "proxy": rows.pop("proxy_expected"), **rows,
+                            "support_mass": curve[1]["support_mass"],
+                            "distinct_per_prompt": curve[1]["distinct_per_prompt"],
+                            "fit": fit_gao(kl, [curve[n]["gold_expected"] for n in cfg.bon_ns],
+                                           "bon")}
+        fool_pool += [{"source": f"best-of-{cfg.bon_ns[-1]} ({stage})", "prompt": prompts[j],
+                       "family": cands["tasks"][j].family,
+                       "response": texts[j] + ("" if ended[j] else " …[no end]"),
+                       "proxy": proxy[j], "gold": gold[j]}
+                      for j in curve[cfg.bon_ns[-1]]["chosen"]]
+    return best_of_n, fool_pool, tok, len(tasks)
 
 
 def _policy_responses(out_dir: Path, stage: str, source: str, device, metrics, tok) -> list[dict]:
