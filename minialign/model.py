@@ -152,20 +152,33 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.append(layer, k, v)  # (B, H, Tk, hs): cached tokens + these T
         Tk = k.size(2)
         dropout = self.attn_dropout if self.training else 0.0
+        if q.dtype == torch.bfloat16 and q.device.type == "cpu":
+            # under bf16 autocast on a CPU: the bf16 attention kernel's backward is ~6x slower
+            # than fp32 there, so attention alone runs in fp32 (the matmuls around it stay bf16)
+            with torch.autocast("cpu", enabled=False):
+                y = self._attend(q.float(), k.float(), v.float(), key_padding_mask, dropout)
+            y = y.to(torch.bfloat16)
+        else:
+            y = self._attend(q, k, v, key_padding_mask, dropout)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, H, hs) -> (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+    def _attend(self, q, k, v, key_padding_mask, dropout):
+        """(B, H, T, hs) queries, (B, H, Tk, hs) keys and values -> (B, H, T, hs)."""
+        T, Tk = q.size(2), k.size(2)
         if self.fused:
             if key_padding_mask is None and T == Tk:
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
             elif key_padding_mask is None and T == 1:
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # sees everything
             else:
-                mask = _attention_mask(T, Tk, key_padding_mask, x.device)
+                mask = _attention_mask(T, Tk, key_padding_mask, q.device)
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         else:
             if dropout > 0:
                 raise ValueError("the hand-written attention path has no dropout; use fused")
             y = causal_self_attention(q, k, v, key_padding_mask)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, H, hs) -> (B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        return y
 
 
 class MLP(nn.Module):
@@ -437,8 +450,24 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = filter_logits(logits / temperature, top_k, top_p)
-    probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
+    probs = F.softmax(logits, dim=-1)  # (B, V)
+    u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device)  # (B, 1)
+    return inverse_cdf_sample(probs, u)
+
+
+def inverse_cdf_sample(probs, u):
+    """Token ids drawn from probs: (B, V) with uniforms u: (B, 1) in [0, 1) -> (B,).
+
+    Inverse-transform sampling: the token is the first one whose cumulative probability exceeds
+    u times the row's total. Exact, and one random number per row, where torch.multinomial
+    draws one per vocabulary entry (on a CPU that made it 25x slower, a sixth of every
+    generation step). A token of probability zero is never drawn: its cumulative probability
+    equals its predecessor's, so a predecessor is always found first.
+    """
+    cdf = probs.cumsum(dim=-1)  # (B, V)
+    total = cdf[:, -1:]  # (B, 1): 1 up to rounding
+    u = torch.minimum(u.to(cdf.dtype) * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, u, right=True).squeeze(1)  # (B,)
 
 
 # ==============================================================================================

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from minialign.model import (GPT, GPTConfig, ScalarHeadGPT, causal_self_attention,
                              check_same_config, filter_logits, gather_logprobs,
-                             sequence_logprobs)
+                             inverse_cdf_sample, sample_next_token, sequence_logprobs)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "gpt2_tiny.pt"
 
@@ -107,6 +107,47 @@ def test_kv_cache_with_left_padding_and_eos():
     for row in a[:, 6:].tolist():  # after eos, only eos
         if 7 in row:
             assert set(row[row.index(7):]) == {7}
+
+
+def test_inverse_cdf_sample_by_hand():
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.5]] * 4)
+    u = torch.tensor([[0.0], [0.49], [0.5], [0.9999999]])
+    # cdf = [0, .5, .5, 1]: the first token whose cdf exceeds u; zero-probability tokens never
+    assert inverse_cdf_sample(probs, u).tolist() == [1, 1, 3, 3]
+    # a row summing to slightly less than 1 (rounding) still never runs off the end
+    short = torch.tensor([[0.3, 0.3, 0.3, 0.0]])
+    assert inverse_cdf_sample(short, torch.tensor([[0.99999994]])).tolist() == [2]
+
+
+def test_sampling_follows_the_distribution():
+    probs = torch.tensor([0.1, 0.0, 0.6, 0.3])
+    logits = probs.log().expand(20000, 4)  # (B, V); log 0 = -inf
+    draws = sample_next_token(logits, generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=4).float() / draws.numel()
+    assert freq[1] == 0
+    assert torch.allclose(freq, probs, atol=0.015)  # 3 standard errors at n = 20000
+
+
+def test_bf16_autocast_matches_fp32_and_keeps_attention_in_fp32():
+    m = tiny()
+    idx = torch.randint(0, 50, (3, 12))
+    logits, loss = m(idx, idx)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits16, loss16 = m(idx, idx)
+    assert logits16.dtype == torch.bfloat16
+    assert torch.allclose(logits16.float(), logits, atol=0.05)  # bf16 keeps ~3 digits
+    assert abs(loss16.item() - loss.item()) < 0.01
+    loss16.backward()  # gradients reach the fp32 weights
+    assert m.transformer.h[0].attn.c_attn.weight.grad.dtype == torch.float32
+
+
+def test_use_bf16_choices():
+    from minialign.utils import use_bf16
+    cpu = torch.device("cpu")
+    assert use_bf16(cpu, "fp32") is False and use_bf16(cpu, "bf16") is True
+    assert use_bf16(cpu, "auto") in (True, False)  # True exactly where the CPU has AMX
+    with pytest.raises(ValueError, match="precision"):
+        use_bf16(cpu, "half")
 
 
 def test_clear_errors():
