@@ -7,6 +7,9 @@
                 default model size, and the model FLOPs utilisation (MFU): achieved FLOP/s over
                 the matmul peak, counting 6 N + 12 L T C FLOPs per token (Kaplan et al. 2020;
                 N = non-embedding parameters plus the output layer)
+  bf16          where bf16 is native (a CPU with AMX, most GPUs): the bf16 matmul peak and
+                the training speed under bf16 autocast, the precision pretraining and SFT
+                then use (utils.use_bf16)
   generation    tokens/s for 128 new tokens at batch 1 and batch 64, with and without the KV
                 cache, and the speed-up
   stages        wall time and peak memory of each stage, from DIR/summary.json when a full
@@ -25,7 +28,7 @@ import torch
 
 from .model import GPT, GPTConfig
 from .pretrain import PretrainConfig
-from .utils import make_optimizer, pick_device, read_json, write_json
+from .utils import autocast, make_optimizer, pick_device, read_json, use_bf16, write_json
 
 
 def _best_time(fn, repeats: int) -> float:
@@ -37,10 +40,11 @@ def _best_time(fn, repeats: int) -> float:
     return best
 
 
-def matmul_peak(device, n: int = 1024, iters: int = 10, repeats: int = 5) -> float:
-    """Best fp32 GFLOP/s of an n x n matmul."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_peak(device, n: int = 1024, iters: int = 10, repeats: int = 5,
+                dtype=torch.float32) -> float:
+    """Best GFLOP/s of an n x n matmul (fp32 unless dtype says otherwise)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
 
@@ -59,8 +63,10 @@ def flops_per_token(cfg: GPTConfig, seq_len: int) -> float:
     return 6 * n + 12 * cfg.n_layer * seq_len * cfg.n_embd
 
 
-def training_speed(cfg: GPTConfig, batch_size: int, device, steps: int = 10, repeats: int = 3):
-    """Tokens/s of full training steps on random tokens (speed does not depend on the data)."""
+def training_speed(cfg: GPTConfig, batch_size: int, device, steps: int = 10, repeats: int = 3,
+                   bf16: bool = False):
+    """Tokens/s of full training steps on random tokens (speed does not depend on the data);
+    bf16=True runs the forward pass under bf16 autocast, as pretraining does where it is native."""
     torch.manual_seed(0)
     model = GPT(cfg).to(device)
     opt = make_optimizer(model, 1e-4, 0.1)
@@ -68,7 +74,8 @@ def training_speed(cfg: GPTConfig, batch_size: int, device, steps: int = 10, rep
     y = torch.randint(0, cfg.vocab_size, (batch_size, cfg.block_size), device=device)
 
     def step():
-        _, loss = model(x, y)
+        with autocast(device, bf16):
+            _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -112,6 +119,15 @@ def main(out_dir, fast: bool = False, device: str = "cpu") -> dict:
     peak = max(matmul_peak(dev, 1024), matmul_peak(dev, 2048, iters=3, repeats=3))
     tps = training_speed(cfg, pc.batch_size, dev)
     achieved = tps * flops_per_token(cfg, cfg.block_size) / 1e9
+    bf16 = None
+    if use_bf16(dev, "auto"):  # the precision pretraining and SFT pick here
+        bf16_peak = max(matmul_peak(dev, 1024, dtype=torch.bfloat16),
+                        matmul_peak(dev, 2048, iters=3, repeats=3, dtype=torch.bfloat16))
+        bf16_tps = training_speed(cfg, pc.batch_size, dev, bf16=True)
+        bf16_achieved = bf16_tps * flops_per_token(cfg, cfg.block_size) / 1e9
+        bf16 = {"matmul_peak_gflops": bf16_peak, "train_tokens_per_second": bf16_tps,
+                "train_gflops": bf16_achieved, "mfu": bf16_achieved / bf16_peak,
+                "speedup_over_fp32": bf16_tps / tps}
     gen_cfg = GPTConfig(**{**cfg.__dict__, "block_size": 8 + 128})
     gen = {}
     for b in (1, 64):
@@ -130,6 +146,7 @@ def main(out_dir, fast: bool = False, device: str = "cpu") -> dict:
         "train_gflops": achieved,
         "mfu": achieved / peak,
         "flops_per_token": flops_per_token(cfg, cfg.block_size),
+        "bf16": bf16,  # None where bf16 is not native (pretraining then runs in fp32)
         "generation_128_tokens": gen,
     }
     summary_path = Path(out_dir) / "summary.json"
@@ -142,6 +159,13 @@ def main(out_dir, fast: bool = False, device: str = "cpu") -> dict:
     print(f"\nfp32 matmul peak            {peak:8.1f} GFLOP/s")
     print(f"training                    {tps:8.0f} tokens/s  {achieved:6.1f} GFLOP/s  "
           f"MFU {achieved / peak:.0%}  (batch {pc.batch_size} x {cfg.block_size})")
+    if bf16:
+        print(f"bf16 matmul peak            {bf16['matmul_peak_gflops']:8.1f} GFLOP/s")
+        print(f"training, bf16 autocast     {bf16['train_tokens_per_second']:8.0f} tokens/s  "
+              f"{bf16['train_gflops']:6.1f} GFLOP/s  MFU {bf16['mfu']:.0%} of the bf16 peak, "
+              f"{bf16['speedup_over_fp32']:.2f}x fp32 (what pretraining and SFT use here)")
+    else:
+        print("bf16: not native on this device; pretraining and SFT run in fp32")
     for b, r in gen.items():
         print(f"generation, {b.replace('_', ' '):9s}     {r['cache_tokens_per_second']:8.0f} "
               f"tokens/s with KV cache, {r['no_cache_tokens_per_second']:8.0f} without: "

@@ -23,8 +23,8 @@ import torch
 from . import world as world_lib
 from .model import GPT, GPTConfig, check_same_config
 from .tokenizer import Tokenizer
-from .utils import (cosine_lr, load_checkpoint, make_optimizer, pick_device, progress,
-                    save_checkpoint, set_seed, timer, write_json)
+from .utils import (autocast, cosine_lr, load_checkpoint, make_optimizer, pick_device,
+                    progress, save_checkpoint, set_seed, timer, use_bf16, write_json)
 
 
 @dataclass
@@ -36,7 +36,7 @@ class PretrainConfig:
     n_embd: int = 192
     block_size: int = 128  # context length; chats are well under it
     batch_size: int = 32  # windows per step
-    max_steps: int = 540  # 540 x 32 x 128 = 2.2M tokens
+    max_steps: int = 640  # 640 x 32 x 128 = 2.6M tokens, most of one pass over the corpus
     lr: float = 2e-3  # peak learning rate (small models like large ones)
     warmup_steps: int = 50
     weight_decay: float = 0.1
@@ -44,6 +44,7 @@ class PretrainConfig:
     eval_interval: int = 100  # steps between validation passes (and checkpoints)
     eval_batches: int = 8  # batches per validation pass
     val_fraction: float = 0.05  # documents held out for validation
+    precision: str = "auto"  # "fp32", "bf16" (mixed) or "auto": bf16 where it is native (utils)
     seed: int = 0
 
     def __post_init__(self):
@@ -51,6 +52,8 @@ class PretrainConfig:
             raise ValueError("max_steps, batch_size and n_docs must be positive")
         if not 0 < self.val_fraction < 1:
             raise ValueError("val_fraction must be in (0, 1)")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {self.precision!r}")
 
     @classmethod
     def fast(cls, **overrides) -> "PretrainConfig":
@@ -164,6 +167,7 @@ def train(cfg: PretrainConfig, out_dir: str | Path, device: str = "cpu", resume:
             log(f"pretrain: resuming from step {start_step}")
 
         tokens_per_step = cfg.batch_size * cfg.block_size
+        bf16 = use_bf16(dev, cfg.precision)
         model.train()
         train_seconds = 0.0
         bar = progress(range(start_step, cfg.max_steps), desc="pretrain", initial=start_step,
@@ -174,7 +178,8 @@ def train(cfg: PretrainConfig, out_dir: str | Path, device: str = "cpu", resume:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 x, y = get_batch(train_stream, cfg.batch_size, cfg.block_size, g)
-                _, loss = model(x.to(dev), y.to(dev))
+                with autocast(dev, bf16):
+                    _, loss = model(x.to(dev), y.to(dev))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -205,6 +210,7 @@ def train(cfg: PretrainConfig, out_dir: str | Path, device: str = "cpu", resume:
         "train_loss": sum(history["train_loss"][-20:]) / len(history["train_loss"][-20:]),
         "initial_loss_expected": float(torch.log(torch.tensor(float(tokenizer.vocab_size)))),
         "tokens_per_second": steps_run * tokens_per_step / max(train_seconds, 1e-9),
+        "precision": "bf16" if bf16 else "fp32",
         "tokens_seen": cfg.max_steps * tokens_per_step,
         "corpus_tokens": len(train_stream),
         "n_params": model.num_params(),
@@ -221,8 +227,8 @@ def train(cfg: PretrainConfig, out_dir: str | Path, device: str = "cpu", resume:
 
     plots.loss_curve(history, stage_dir / "loss.png", title="pretraining")
     log(f"pretrain: val loss {metrics['val_loss']:.3f} (uniform would be "
-        f"{metrics['initial_loss_expected']:.2f}), {metrics['tokens_per_second']:,.0f} tokens/s, "
-        f"{total_seconds:.0f} s")
+        f"{metrics['initial_loss_expected']:.2f}), {metrics['tokens_per_second']:,.0f} tokens/s "
+        f"({metrics['precision']}), {total_seconds:.0f} s")
     return metrics
 
 

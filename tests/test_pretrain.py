@@ -88,3 +88,14 @@ def test_resuming_with_another_config_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
     with pytest.raises(ValueError, match="another pretraining config"):
         pretrain.train(tiny_cfg(vocab_size=320), tmp_path, log=lambda *_: None)
+
+
+def test_bf16_mixed_precision_learns_like_fp32(tmp_path):
+    runs = {p: pretrain.train(tiny_cfg(max_steps=60, eval_interval=20, precision=p),
+                              tmp_path / p, log=lambda *_: None) for p in ("fp32", "bf16")}
+    assert runs["fp32"]["precision"] == "fp32" and runs["bf16"]["precision"] == "bf16"
+    fp32, bf16 = runs["fp32"]["val_loss"], runs["bf16"]["val_loss"]
+    assert bf16 < runs["bf16"]["initial_loss_expected"] - 1
+    assert abs(bf16 - fp32) < 0.05 * fp32  # the same run up to bf16 rounding
+    with pytest.raises(ValueError, match="precision"):
+        tiny_cfg(precision="fp16")
