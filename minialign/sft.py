@@ -40,8 +40,8 @@ IGNORE = -100  # label value that F.cross_entropy skips
 
 @dataclass
 class SFTConfig:
-    n_demos: int = 5000  # contractor demonstrations (prompt, response)
-    epochs: int = 3  # passes over the demonstrations
+    n_demos: int = 4000  # contractor demonstrations (prompt, response)
+    epochs: int = 4  # passes over the demonstrations (3 leave held-out translation near 50%)
     batch_size: int = 32
     lr: float = 1e-3  # peak learning rate
     warmup_steps: int = 20
