@@ -50,7 +50,7 @@ class DPOConfig:
     epochs: int = 1
     max_pairs: int = 0  # preference pairs trained on, a random subset (0: all of them)
     batch_size: int = 32  # pairs per step
-    lr: float = 3e-5  # small: DPO on noisy labels drifts into degenerate text at 1e-4
+    lr: float = 5e-5  # small: DPO on noisy labels drifts into degenerate text at 1e-4
     temperature: float = TEMPERATURE  # sampling temperature of the evaluation
     max_new_tokens: int = 64  # response budget when sampling (the longest good answers use ~45)
     eval_samples: int = 1

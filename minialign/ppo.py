@@ -51,7 +51,7 @@ class PPOConfig:
     batch_size: int = 64  # prompts per rollout batch
     minibatch_size: int = 32  # rollouts per gradient step
     ppo_epochs: int = 2  # passes over each rollout batch
-    lr: float = 3e-5  # learning rate of the policy
+    lr: float = 5e-5  # learning rate of the policy
     value_lr: float = 1e-3  # learning rate of the value head (a linear layer on the features)
     kl_coef: float = 0.3  # beta: initial KL penalty per token (nats)
     adaptive_kl: bool = True  # adapt beta towards kl_target (Ziegler et al. 2019)
