@@ -91,7 +91,7 @@ def preference_accuracy(chosen_rewards, rejected_rewards) -> float:
 #         d) Only the length preference, because it is the one signal shared by all annotators.
 #
 # q4.3  Even a reward model that knows the annotators' exact preference probabilities gets only
-#       about 72% accuracy on the default run's held-out labelled pairs. Why?
+#       about 70% accuracy on the default run's held-out labelled pairs. Why?
 #         a) It overfits the training pairs: held-out accuracy is always lower than training
 #            accuracy, and more data would bring it to 100%.
 #         b) Accuracy uses a strict '>', so the pairs where the two responses get the same score

@@ -344,7 +344,7 @@ QUESTIONS: dict[int, list[Question]] = {
         Question(
             id="q4.3", kind="choice",
             text="Even a reward model that knows the annotators' exact preference "
-                 "probabilities gets only about 72% accuracy on the default run's held-out "
+                 "probabilities gets only about 70% accuracy on the default run's held-out "
                  "labelled pairs. Why?",
             options=(
                 "It overfits the training pairs: held-out accuracy is always lower than "
