@@ -24,7 +24,7 @@ def say_the_word(ro):
 
 
 def toy_cfg(**kw):
-    base = dict(iterations=40, batch_size=32, minibatch_size=16, ppo_epochs=4, lr=3e-3, value_lr=3e-3,
+    base = dict(iterations=40, batch_size=32, minibatch_size=16, ppo_epochs=4, lr=1e-3, value_lr=3e-3,
                 kl_coef=0.01, adaptive_kl=False, max_new_tokens=6,
                 temperature=1.0, missing_eos_penalty=0.0)
     base.update(kw)
