@@ -8,8 +8,8 @@
                 the matmul peak, counting 6 N + 12 L T C FLOPs per token (Kaplan et al. 2020;
                 N = non-embedding parameters plus the output layer)
   bf16          where bf16 is native (a CPU with AMX, most GPUs): the bf16 matmul peak and
-                the training speed under bf16 autocast, the precision pretraining and SFT
-                then use (utils.use_bf16)
+                the training speed under bf16 autocast, the precision pretraining
+                then uses (utils.use_bf16)
   generation    tokens/s for 128 new tokens at batch 1 and batch 64, with and without the KV
                 cache, and the speed-up
   stages        wall time and peak memory of each stage, from DIR/summary.json when a full
@@ -120,7 +120,7 @@ def main(out_dir, fast: bool = False, device: str = "cpu") -> dict:
     tps = training_speed(cfg, pc.batch_size, dev)
     achieved = tps * flops_per_token(cfg, cfg.block_size) / 1e9
     bf16 = None
-    if use_bf16(dev, "auto"):  # the precision pretraining and SFT pick here
+    if use_bf16(dev, "auto"):  # the precision pretraining picks here
         bf16_peak = max(matmul_peak(dev, 1024, dtype=torch.bfloat16),
                         matmul_peak(dev, 2048, iters=3, repeats=3, dtype=torch.bfloat16))
         bf16_tps = training_speed(cfg, pc.batch_size, dev, bf16=True)
@@ -163,9 +163,9 @@ def main(out_dir, fast: bool = False, device: str = "cpu") -> dict:
         print(f"bf16 matmul peak            {bf16['matmul_peak_gflops']:8.1f} GFLOP/s")
         print(f"training, bf16 autocast     {bf16['train_tokens_per_second']:8.0f} tokens/s  "
               f"{bf16['train_gflops']:6.1f} GFLOP/s  MFU {bf16['mfu']:.0%} of the bf16 peak, "
-              f"{bf16['speedup_over_fp32']:.2f}x fp32 (what pretraining and SFT use here)")
+              f"{bf16['speedup_over_fp32']:.2f}x fp32 (what pretraining uses here)")
     else:
-        print("bf16: not native on this device; pretraining and SFT run in fp32")
+        print("bf16: not native on this device; pretraining runs in fp32")
     for b, r in gen.items():
         print(f"generation, {b.replace('_', ' '):9s}     {r['cache_tokens_per_second']:8.0f} "
               f"tokens/s with KV cache, {r['no_cache_tokens_per_second']:8.0f} without: "
