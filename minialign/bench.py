@@ -57,6 +57,12 @@ def matmul_peak(device, n: int = 1024, iters: int = 10, repeats: int = 5,
     return 2 * n ** 3 * iters / _best_time(run, repeats) / 1e9
 
 
+def best_matmul_peak(device, dtype=torch.float32) -> float:
+    """The better of a 1024 and a 2048 square matmul: the machine's practical peak."""
+    return max(matmul_peak(device, 1024, dtype=dtype),
+               matmul_peak(device, 2048, iters=3, repeats=3, dtype=dtype))
+
+
 def flops_per_token(cfg: GPTConfig, seq_len: int) -> float:
     """Training FLOPs per token: 6 per parameter of the matmuls, plus attention's 12 L T C."""
     n = 12 * cfg.n_layer * cfg.n_embd ** 2 + cfg.vocab_size * cfg.n_embd
@@ -116,13 +122,12 @@ def main(out_dir, fast: bool = False, device: str = "cpu") -> dict:
     threads = torch.get_num_threads()
     print(f"bench on {dev} ({threads} threads), model: {cfg.n_layer} layers, {cfg.n_embd} "
           f"channels, {cfg.n_head} heads, vocab {cfg.vocab_size}, context {cfg.block_size}")
-    peak = max(matmul_peak(dev, 1024), matmul_peak(dev, 2048, iters=3, repeats=3))
+    peak = best_matmul_peak(dev)
     tps = training_speed(cfg, pc.batch_size, dev)
     achieved = tps * flops_per_token(cfg, cfg.block_size) / 1e9
     bf16 = None
     if use_bf16(dev, "auto"):  # the precision pretraining picks here
-        bf16_peak = max(matmul_peak(dev, 1024, dtype=torch.bfloat16),
-                        matmul_peak(dev, 2048, iters=3, repeats=3, dtype=torch.bfloat16))
+        bf16_peak = best_matmul_peak(dev, torch.bfloat16)
         bf16_tps = training_speed(cfg, pc.batch_size, dev, bf16=True)
         bf16_achieved = bf16_tps * flops_per_token(cfg, cfg.block_size) / 1e9
         bf16 = {"matmul_peak_gflops": bf16_peak, "train_tokens_per_second": bf16_tps,

@@ -150,7 +150,6 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, H, T, hs)
         if cache is not None:
             k, v = cache.append(layer, k, v)  # (B, H, Tk, hs): cached tokens + these T
-        Tk = k.size(2)
         dropout = self.attn_dropout if self.training else 0.0
         if q.dtype == torch.bfloat16 and q.device.type == "cpu":
             # under bf16 autocast on a CPU: the bf16 attention kernel's backward is ~6x slower
@@ -466,6 +465,8 @@ def inverse_cdf_sample(probs, u):
     """
     cdf = probs.cumsum(dim=-1)  # (B, V)
     total = cdf[:, -1:]  # (B, 1): 1 up to rounding
+    # u * total can round up to total itself; keep it just below, so the search always lands
+    # on a real token and never one past the end
     u = torch.minimum(u.to(cdf.dtype) * total, torch.nextafter(total, torch.zeros_like(total)))
     return torch.searchsorted(cdf, u, right=True).squeeze(1)  # (B,)
 

@@ -23,8 +23,9 @@ import torch
 from . import world as world_lib
 from .model import GPT, GPTConfig, check_same_config
 from .tokenizer import Tokenizer
-from .utils import (autocast, cosine_lr, load_checkpoint, make_optimizer, pick_device,
-                    progress, save_checkpoint, set_seed, timer, use_bf16, write_json)
+from .utils import (autocast, check_precision, cosine_lr, load_checkpoint, make_optimizer,
+                    pick_device, progress, save_checkpoint, set_seed, timer, use_bf16,
+                    write_json)
 
 
 @dataclass
@@ -52,8 +53,7 @@ class PretrainConfig:
             raise ValueError("max_steps, batch_size and n_docs must be positive")
         if not 0 < self.val_fraction < 1:
             raise ValueError("val_fraction must be in (0, 1)")
-        if self.precision not in ("fp32", "bf16", "auto"):
-            raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {self.precision!r}")
+        check_precision(self.precision)
 
     @classmethod
     def fast(cls, **overrides) -> "PretrainConfig":

@@ -41,6 +41,14 @@ def pick_device(name: str | torch.device | None = None) -> torch.device:
     return torch.device(name)
 
 
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
+
+
 def use_bf16(device: torch.device, precision: str) -> bool:
     """Whether to train in bf16 mixed precision: precision is 'fp32', 'bf16' or 'auto'.
 
@@ -49,8 +57,7 @@ def use_bf16(device: torch.device, precision: str) -> bool:
     of the default model's shapes runs about 7x faster than fp32. Elsewhere (most laptops) bf16
     is emulated and slower, so 'auto' keeps fp32.
     """
-    if precision not in ("fp32", "bf16", "auto"):
-        raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
+    check_precision(precision)
     if precision != "auto":
         return precision == "bf16"
     if device.type == "cuda":
