@@ -46,6 +46,11 @@ class RewardConfig:
     tau: float = 0.5  # annotator noise (Bradley-Terry temperature)
     length_bias: float = 0.01  # annotator utility per word: a known human bias
     loss: str = "ranking"  # "ranking" (all C(k,2) pairs per prompt) or "pairs" (one random pair)
+    # "labels": fit the annotator's sampled rankings (what any real project has).
+    # "probabilities": fit its exact P(i > j) instead, as if every pair had been labelled by
+    # infinitely many annotators: a diagnostic that takes label noise away and leaves what the
+    # trunk can learn and carry over to new prompts.
+    targets: str = "labels"
     epochs: int = 2
     batch_size: int = 16  # prompts per step (so batch_size * k sequences)
     lr: float = 3e-5  # trunk learning rate: it starts from SFT and already knows the world
@@ -64,6 +69,10 @@ class RewardConfig:
             raise ValueError("labeler must be 'human' or 'ai'")
         if self.loss not in ("ranking", "pairs"):
             raise ValueError("loss must be 'ranking' or 'pairs'")
+        if self.targets not in ("labels", "probabilities"):
+            raise ValueError("targets must be 'labels' or 'probabilities'")
+        if self.targets == "probabilities" and self.loss != "ranking":
+            raise ValueError("targets='probabilities' goes with loss='ranking'")
 
     @classmethod
     def fast(cls, **overrides) -> "RewardConfig":
@@ -112,6 +121,21 @@ def ranking_loss(rewards, mask=None):
     has_pair = valid.sum(1) > 0
     return per_prompt[has_pair].mean()
     # <<< exercise
+
+
+def probability_ranking_loss(rewards, probs, mask=None):
+    """The ranking loss with soft targets: rewards (B, K); probs (B, K, K) with probs[b, i, j]
+    the annotator's P(i > j), read for i < j. Each pair's loss is the cross-entropy
+    -(p log sigmoid(r_i - r_j) + (1 - p) log sigmoid(r_j - r_i)), averaged per prompt and
+    then over prompts as in `ranking_loss` (which it equals when every p is 1)."""
+    B, K = rewards.shape
+    i, j = torch.triu_indices(K, K, offset=1)
+    diff = rewards[:, i] - rewards[:, j]  # (B, C(K,2))
+    p = probs[:, i, j]  # (B, C(K,2))
+    pair_losses = -(p * F.logsigmoid(diff) + (1 - p) * F.logsigmoid(-diff))
+    valid = torch.ones_like(diff) if mask is None else (mask[:, i] & mask[:, j]).to(diff.dtype)
+    per_prompt = (pair_losses * valid).sum(1) / valid.sum(1).clamp(min=1)  # (B,)
+    return per_prompt[valid.sum(1) > 0].mean()
 
 
 def last_token_scores(values, padding_mask):
@@ -263,6 +287,16 @@ def batch_rankings(tokenizer, records, k):
     return ids, mask, slots
 
 
+def batch_probabilities(records, k):
+    """Records -> (B, K, K) with [b, i, j] the labeler's P(response i > response j), i < j."""
+    probs = torch.zeros(len(records), k, k)
+    for b, rec in enumerate(records):
+        for key, p in rec["p_first_wins"].items():
+            i, j = map(int, key.split(","))
+            probs[b, i, j] = p
+    return probs
+
+
 @torch.no_grad()
 def pair_scores(rm: RewardModel, tokenizer, pairs, normalize=False):
     chosen = rm.score_texts(tokenizer, [p["prompt"] for p in pairs], [p["chosen"] for p in pairs],
@@ -363,7 +397,11 @@ def train(cfg: RewardConfig, out_dir: str | Path, device: str = "cpu", log=print
                 ids, mask, slots = batch_rankings(tokenizer, batch, cfg.k)
                 scores = rm(ids.to(dev), mask.to(dev)).view(len(batch), cfg.k)  # (B, K)
                 slots = slots.to(dev)
-                if cfg.loss == "pairs":  # one random labelled pair per prompt
+                if cfg.targets == "probabilities":  # the diagnostic: no label noise
+                    loss = probability_ranking_loss(scores, batch_probabilities(batch, cfg.k)
+                                                    .to(dev), slots)
+                    chosen, rejected = scores[:, 0], scores[:, 1]
+                elif cfg.loss == "pairs":  # one random labelled pair per prompt
                     loss, chosen, rejected = _one_pair_per_prompt(scores, slots, rng)
                 else:
                     loss = ranking_loss(scores, slots)

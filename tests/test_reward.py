@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from minialign.reward import (bradley_terry_loss, last_token_scores, preference_accuracy,
+from minialign.reward import (RewardConfig, batch_probabilities, bradley_terry_loss,
+                              last_token_scores, preference_accuracy, probability_ranking_loss,
                               ranking_loss, spearman)
 
 
@@ -55,6 +56,43 @@ def test_ranking_loss_averages_per_prompt_not_over_all_pairs():
     # (a mean over all 7 pairs of the batch would weight the first prompt 6 times more)
     all_pairs = (per_prompt_0 * 6 + per_prompt_1) / 7
     assert ranking_loss(rewards, mask).item() != pytest.approx(all_pairs, rel=1e-3)
+
+
+def test_probability_targets_of_one_give_the_ranking_loss():
+    rewards = torch.tensor([[1.0, 0.0, -1.0, -2.0], [0.0, 2.0, 0.5, 0.0]])
+    mask = torch.tensor([[True, True, True, True], [True, True, True, False]])
+    ones = torch.ones(2, 4, 4)
+    assert probability_ranking_loss(rewards, ones, mask).item() == pytest.approx(
+        ranking_loss(rewards, mask).item(), rel=1e-6)
+
+
+def test_probability_ranking_loss_by_hand_and_its_minimum():
+    # one prompt, two responses, P(0 > 1) = 0.8: cross-entropy against sigmoid(r0 - r1)
+    probs = torch.zeros(1, 2, 2)
+    probs[0, 0, 1] = 0.8
+    d = 0.5
+    expected = -(0.8 * math.log(1 / (1 + math.exp(-d))) + 0.2 * math.log(1 / (1 + math.exp(d))))
+    loss = probability_ranking_loss(torch.tensor([[d, 0.0]]), probs)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    # the best score difference is the annotator's log-odds, log(0.8 / 0.2), not infinity
+    diff = torch.tensor([[math.log(4.0), 0.0]], requires_grad=True)
+    probability_ranking_loss(diff, probs).backward()
+    assert diff.grad.abs().max().item() < 1e-6
+
+
+def test_batch_probabilities_reads_the_records():
+    rec = {"p_first_wins": {"0,1": 0.9, "0,2": 0.7, "1,2": 0.4}}
+    probs = batch_probabilities([rec], 3)
+    assert probs[0, 0, 1].item() == pytest.approx(0.9)
+    assert probs[0, 1, 2].item() == pytest.approx(0.4)
+    assert probs[0, 1, 0].item() == 0.0  # only i < j is filled, and only i < j is read
+
+
+def test_reward_config_rejects_bad_targets():
+    with pytest.raises(ValueError, match="targets"):
+        RewardConfig(targets="gold")
+    with pytest.raises(ValueError, match="ranking"):
+        RewardConfig(targets="probabilities", loss="pairs")
 
 
 def test_last_token_scores_with_left_and_right_padding():

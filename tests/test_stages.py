@@ -59,6 +59,16 @@ def test_reward_model_metrics(pipeline, run_dir):
     assert prefs["train"] and prefs["val"]
 
 
+def test_reward_model_on_exact_probabilities_trains(pipeline, run_dir):
+    """The no-label-noise diagnostic (targets="probabilities") runs as a stage of its own."""
+    m = reward.train(reward.RewardConfig.fast(n_prompts=32, targets="probabilities"), run_dir,
+                     log=quiet, stage="reward_exact")
+    assert m["config"]["targets"] == "probabilities"
+    assert m["history"]["val_loss"][0] == pytest.approx(0.6931, abs=1e-3)
+    assert m["history"]["train_loss"][-1] < 0.6931  # it learned something from the targets
+    assert (run_dir / "reward_exact" / "model.pt").exists()
+
+
 def test_reward_model_scores_are_normalised_on_sft_samples(pipeline, run_dir):
     m = load(run_dir, "reward")
     scores = m["scores"]["rm"]
