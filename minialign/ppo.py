@@ -466,8 +466,9 @@ def train(cfg: PPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
             for family in world_lib.FAMILIES:  # one example per family, for the table
                 i = next(j for j, t in enumerate(ev["tasks"]) if t.family == family)
                 samples_over_training.append({"iteration": it, "prompt": ev["tasks"][i].prompt,
-                                              "response": texts[i], "gold": ev["gold"][i],
-                                              "proxy": proxy[i]})
+                                              "response": texts[i],
+                                              "ended": ev["responses"][i]["ended"],
+                                              "gold": ev["gold"][i], "proxy": proxy[i]})
             return ev, proxy
 
         sft_eval, _ = evaluate_now(0)

@@ -87,6 +87,8 @@ def test_ppo_metrics(pipeline, run_dir):
     assert abs(h[0]["objective/kl"]) < 1e-4  # the policy starts as the reference
     assert all(abs(x["val/first_ratio"] - 1) < 1e-4 for x in h)
     assert (run_dir / "ppo" / "training.png").exists()
+    sample = m["samples_over_training"][0]  # notebook 05's table of answers over training
+    assert set(sample) == {"iteration", "prompt", "response", "ended", "gold", "proxy"}
 
 
 def test_dpo_metrics(pipeline, run_dir):
