@@ -131,8 +131,7 @@ def probability_ranking_loss(rewards, probs, mask=None):
     B, K = rewards.shape
     i, j = torch.triu_indices(K, K, offset=1)
     diff = rewards[:, i] - rewards[:, j]  # (B, C(K,2))
-    p = probs[:, i, j]  # (B, C(K,2))
-    pair_losses = -(p * F.logsigmoid(diff) + (1 - p) * F.logsigmoid(-diff))
+    pair_losses = F.binary_cross_entropy_with_logits(diff, probs[:, i, j], reduction="none")
     valid = torch.ones_like(diff) if mask is None else (mask[:, i] & mask[:, j]).to(diff.dtype)
     per_prompt = (pair_losses * valid).sum(1) / valid.sum(1).clamp(min=1)  # (B,)
     return per_prompt[valid.sum(1) > 0].mean()
@@ -397,14 +396,14 @@ def train(cfg: RewardConfig, out_dir: str | Path, device: str = "cpu", log=print
                 ids, mask, slots = batch_rankings(tokenizer, batch, cfg.k)
                 scores = rm(ids.to(dev), mask.to(dev)).view(len(batch), cfg.k)  # (B, K)
                 slots = slots.to(dev)
-                if cfg.targets == "probabilities":  # the diagnostic: no label noise
-                    loss = probability_ranking_loss(scores, batch_probabilities(batch, cfg.k)
-                                                    .to(dev), slots)
-                    chosen, rejected = scores[:, 0], scores[:, 1]
-                elif cfg.loss == "pairs":  # one random labelled pair per prompt
+                if cfg.loss == "pairs":  # one random labelled pair per prompt
                     loss, chosen, rejected = _one_pair_per_prompt(scores, slots, rng)
                 else:
-                    loss = ranking_loss(scores, slots)
+                    if cfg.targets == "probabilities":  # the diagnostic: no label noise
+                        probs = batch_probabilities(batch, cfg.k).to(dev)  # (B, K, K)
+                        loss = probability_ranking_loss(scores, probs, slots)
+                    else:
+                        loss = ranking_loss(scores, slots)
                     chosen, rejected = scores[:, 0], scores[:, 1]
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
