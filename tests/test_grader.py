@@ -14,8 +14,8 @@ import pytest
 
 from minialign.course import check
 from minialign.course.checks import load_all_checks
-from minialign.course.grader import (CSV_COLUMNS, gradable_chapters, grade, load_rubric,
-                                     read_answers, render_csv, render_gradescope, render_json,
+from minialign.course.grader import gradable_chapters, grade, load_rubric, read_answers
+from minialign.course.report import (CSV_COLUMNS, render_csv, render_gradescope, render_json,
                                      render_text)
 from minialign.course.markers import REPO_DIR, find_exercises
 from minialign.course.questions import all_questions

@@ -22,7 +22,8 @@ def check(chapter=None, impl="exercises", **options):
     impl: "exercises" (the repository's exercise folder), "solutions", or a folder path.
     options: passed to `grader.grade` (time_limit, memory_mb, jobs). Returns the report.
     """
-    from .grader import grade, render_text
+    from .grader import grade
+    from .report import render_text
 
     chapters = None if chapter is None else [chapter] if isinstance(chapter, int) else chapter
     report = grade(impl, chapters=chapters, **options)
