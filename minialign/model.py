@@ -16,8 +16,9 @@ What is here:
 Padding: batches of prompts of different lengths are *left*-padded for generation. A boolean
 `padding_mask` (True = real token) then removes pad keys from attention, and the position of
 each real token is its index among the real tokens, so a left-padded prompt gets exactly the
-logits it would get alone (REFERENCE pitfall 2). Right padding needs no mask at all: under a
-causal mask, a token never sees what comes after it.
+logits it would get alone (without these position ids, the training forward of a left-padded
+prompt would differ from the one used in generation, and PPO's first ratio would not be 1).
+Right padding needs no mask at all: under a causal mask, a token never sees what comes after it.
 """
 
 from __future__ import annotations

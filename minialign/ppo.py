@@ -95,7 +95,7 @@ def masked_mean(x, mask):
     """Mean of x over the entries where mask is 1 (mask: same shape, 0/1 or bool).
 
     torch.where rather than x * mask: a padded entry holding inf or nan (say, the ratio of a
-    sentinel log-prob) must not turn the mean into nan (REFERENCE pitfall 6)."""
+    sentinel log-prob) must not turn the mean into nan: mask before every reduction."""
     mask = mask.bool()
     return torch.where(mask, x, 0.0).sum() / mask.sum().clamp(min=1)
 
@@ -231,7 +231,8 @@ class PolicyWithValueHead(nn.Module):
     """The policy GPT plus a scalar value head reading the same trunk's features (as TRL's
     AutoModelForCausalLMWithValueHead): one forward pass gives the next-token logits and
     V(state) at every position. The head starts at zero, which suits rewards normalised to
-    mean 0 (REFERENCE pitfall 7).
+    mean 0: with raw, unnormalised scores a zero-initialised critic starts far off, and the
+    first value losses are large.
 
     The value head sees the features through a stop-gradient: the value loss trains the head,
     never the trunk. Sharing the trunk's gradients (with a small vf_coef) is the other common
@@ -304,8 +305,8 @@ def score_responses(model, ro: Rollout, temperature: float):
     and, if the model has a value head, the values (B, R) at the same positions (else None).
 
     The logits at position t predict token t + 1, so the response token at column P + i is
-    scored by the logits at column P + i - 1 (REFERENCE pitfall 1), and V is read there too:
-    the value of the state before the token is chosen.
+    scored by the logits at column P + i - 1 (one column later is the classic off-by-one), and
+    V is read there too: the value of the state before the token is chosen.
     """
     out = model(ro.ids, padding_mask=ro.attention)
     logits, values = out if isinstance(model, PolicyWithValueHead) else (out[0], None)

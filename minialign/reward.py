@@ -12,9 +12,10 @@ of K responses gives C(K, 2) pairs; InstructGPT puts all pairs of one prompt in 
 element, so each response needs one forward pass, not one per pair.
 
 The reward model is the SFT model with its language-model head replaced by a scalar head, and
-its score is read at the last real token of the response (REFERENCE: never at padding). It is
-only a proxy: it learns the annotators' noise and biases (here, a taste for longer answers) and
-knows nothing about responses unlike those it was trained on, which RL will find.
+its score is read at the last real token of the response (never at padding, which carries no
+information about the response). It is only a proxy: it learns the annotators' noise and biases
+(here, a taste for longer answers) and knows nothing about responses unlike those it was
+trained on, which RL will find.
 
     python -m minialign reward [--fast] [--out runs/default]
 """
@@ -420,7 +421,8 @@ def train(cfg: RewardConfig, out_dir: str | Path, device: str = "cpu", log=print
         bar.close()
         train_seconds = elapsed() - data_seconds
 
-        # normalise on SFT samples: mean 0, std 1 before RL (REFERENCE)
+        # normalise on SFT samples: mean 0, std 1 before RL, so that the KL coefficient and the
+        # critic's zero start mean the same whatever scale the Bradley-Terry fit happened to pick
         rm.eval()
         sft_texts = [(rec["prompt"], r, e) for rec in val_records
                      for r, e in zip(rec["responses"], rec["ended"])]

@@ -14,7 +14,8 @@ Special tokens mark the structure of a chat and are never produced by encoding o
     <|assistant|>  starts the assistant's turn
     <|end|>        ends a turn: the assistant learns to emit it, generation stops on it
     <|pad|>        fills batches; distinct from <|end|> so that masking padding never masks the
-                   end of a response (REFERENCE pitfall 3)
+                   end of a response (a model that never sees its end label
+                   never learns to stop)
 
     python -m minialign pretrain   trains the tokenizer first and saves DIR/tokenizer.json
 """
