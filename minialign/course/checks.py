@@ -19,8 +19,10 @@ One file per chapter, `checks_chNN.py`, registers a check per exercise:
 `t` is a `Check`. `t.call(...)` runs the student's function in the child and returns what it
 returned, rebuilt in the parent from plain data (tensors keep dtype and requires_grad);
 `t.fn.run(args, kwargs, return_args=True, backward=True)` also gives the arguments after the
-call (in-place changes) and the gradients of tensor arguments; `t.student.new("Class", ...)`
-builds an object of the student's class in the child (methods are then called on it).
+call (in-place changes) and the gradients of tensor arguments; `t.expect_gradients(reference,
+args, wrt=[0])` uses it to check that gradients reach the inputs of a result that feeds a loss;
+`t.student.new("Class", ...)` builds an object of the student's class in the child (methods are
+then called on it).
 
 The expectations check the exact type, then dtype, then shape, then values, and stop at the
 first failure with a message for the student. `mistakes` maps a hint to the output of a
@@ -32,6 +34,7 @@ The first call of a check that raises NotImplementedError makes the exercise "no
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import zlib
 from contextlib import contextmanager
@@ -70,6 +73,11 @@ def load_all_checks() -> dict[str, CheckSpec]:
     for path in sorted(Path(__file__).parent.glob("checks_ch[0-9][0-9].py")):
         importlib.import_module(f"{__package__}.{path.stem}")
     return CHECKS
+
+
+NO_GRADIENT = ("this result feeds a loss, so it must stay in the autograd graph: no "
+               "torch.no_grad(), .detach(), .item(), .tolist() or numpy on the way, and no new "
+               "tensor built from its values (torch.tensor(...))")
 
 
 class CheckFailed(Exception):
@@ -171,6 +179,37 @@ class Check:
         problem = plain_difference(actual, expected)
         if problem:
             self.fail(f"{what} {problem}", self.diagnose(actual, mistakes) or hint)
+
+    def expect_gradients(self, reference, args, kwargs=None, *, wrt, output=None, atol=1e-5,
+                         rtol=1e-4, hint=""):
+        """The gradient of the student's result reaches the arguments at positions `wrt` and
+        equals the reference's.
+
+        The sum of the result (or of result[output]) is backpropagated in the child, and the
+        same is done here with `reference`. The values can be right while no gradient flows (a
+        result computed under torch.no_grad(), from detached inputs, or through .item() or
+        numpy): such a result trains nothing once it feeds a loss. `hint` is given when the
+        gradients differ. Returns the CallResult."""
+        kwargs = dict(kwargs or {})
+        names = list(inspect.signature(reference).parameters)
+
+        def leaves():  # fresh leaf tensors, so that each side gets gradients of its own
+            return [a.detach().clone().requires_grad_(True) if i in wrt else a
+                    for i, a in enumerate(args)]
+
+        result = self.fn.run(leaves(), kwargs, backward=True, output=output)
+        copies = leaves()
+        expected = reference(*copies, **kwargs)
+        (expected if output is None else expected[output]).sum().backward()
+        grads = result.grads
+        for i in wrt:
+            got = grads["args"][i] if grads.get("connected") and i < len(grads["args"]) \
+                else None
+            if got is None:
+                self.fail(f"no gradient flows from the result back to `{names[i]}`", NO_GRADIENT)
+            self.expect_close(got, copies[i].grad, atol=atol, rtol=rtol, hint=hint,
+                              what=f"the gradient of the result w.r.t. `{names[i]}`")
+        return result
 
     # diagnosis ---------------------------------------------------------------------------------
 

@@ -71,6 +71,16 @@ def check_get_pair_counts(t):
         t.expect_equal(result.args[1], expected, what="the dict passed as `counts`, after the call,",
                        hint="update `counts` itself and return it: Tokenizer.train passes one "
                             "dict for the whole corpus and does not use the return value")
+    with t.case("an EMPTY dict passed as `counts` is filled in (Tokenizer.train starts from {})"):
+        ids = [3, 1, 3, 1]
+        result = t.fn.run((ids, {}), return_args=True)
+        expected = ref.get_pair_counts(ids, {})
+        t.expect_equal(result.value, expected, mistakes=_count_mistakes(ids, {}))
+        t.expect_equal(result.args[1], expected, what="the empty dict passed as `counts`, after "
+                       "the call,",
+                       hint="an empty dict is falsy, so `counts = counts or {}` replaces the "
+                            "caller's dict by a new one: test `if counts is None`, so that the "
+                            "dict passed in is the one filled")
 
 
 # ==============================================================================================

@@ -19,6 +19,10 @@ from minialign.course.checks import exercise
 # ==============================================================================================
 # bradley_terry_loss
 
+_STABLE = ("-log(sigmoid(x)) is inf (and its gradient nan) once sigmoid(x) rounds to 0, near "
+           "x = -104 in float32: F.logsigmoid(x) (or -F.softplus(-x)) computes the same thing "
+           "stably for any x")
+
 
 def _bt_mistakes(chosen, rejected, margin=None):
     diff = chosen - rejected
@@ -66,6 +70,14 @@ def check_bradley_terry_loss(t):
         _check_bt_case(t, torch.tensor([200.0, -100.0]), torch.tensor([0.0, 100.0]))
     with t.case("a margin (Llama 2): 6 pairs"):
         _check_bt_case(t, t.randn(6), t.randn(6), torch.tensor([0.0, 1.0, 2.0, 0.5, 1.0, 3.0]))
+    with t.case("a margin and large differences (-150 and +150 after the margin): stable?"):
+        _check_bt_case(t, torch.tensor([-150.0, 152.0]), torch.tensor([0.0, 0.0]),
+                       torch.tensor([0.0, 2.0]))
+    with t.case("the loss is differentiable: its gradient w.r.t. both rewards, large "
+                "differences included"):
+        t.expect_gradients(ref.bradley_terry_loss,
+                           (torch.cat([t.randn(4), torch.tensor([120.0, -120.0])]), t.randn(6)),
+                           wrt=[0, 1], hint=_STABLE)
 
 
 # ==============================================================================================
@@ -73,7 +85,7 @@ def check_bradley_terry_loss(t):
 
 
 def _ranking_variant(rewards, mask=None, *, pairs="i<j", per_prompt=True, reduce="mean",
-                     empty_counts=False):
+                     empty_counts=False, naive_log=False):
     """The ranking loss with one choice changed; the defaults give the right answer."""
     B, K = rewards.shape
     if pairs == "adjacent":
@@ -86,7 +98,8 @@ def _ranking_variant(rewards, mask=None, *, pairs="i<j", per_prompt=True, reduce
         i, j = torch.triu_indices(K, K, offset=1)
     if pairs == "j above i":
         i, j = j, i
-    losses = -F.logsigmoid(rewards[:, i] - rewards[:, j])  # (B, P)
+    diff = rewards[:, i] - rewards[:, j]
+    losses = -torch.log(torch.sigmoid(diff)) if naive_log else -F.logsigmoid(diff)  # (B, P)
     valid = torch.ones_like(losses) if mask is None else (mask[:, i] & mask[:, j]).to(losses.dtype)
     if reduce == "sum":
         return (losses * valid).sum()
@@ -111,6 +124,7 @@ def _ranking_mistakes(rewards, mask=None):
             variant(pairs="all ordered"),
         "a sum instead of a mean (per prompt over its pairs, then over prompts)":
             variant(reduce="sum"),
+        _STABLE: variant(naive_log=True),
     }
     if mask is not None:
         mistakes.update({
@@ -157,6 +171,11 @@ def check_ranking_loss(t):
         rewards = t.randn(3, 3)
         mask = torch.tensor([[True, False, True], [True, True, True], [True, False, False]])
         _check_ranking_case(t, torch.where(mask, rewards, torch.tensor(-7.0)), mask)
+    with t.case("rewards far apart (best first: 0, -200; and the other way round): stable?"):
+        _check_ranking_case(t, torch.tensor([[0.0, -100.0, -200.0], [-200.0, -100.0, 0.0]]))
+    with t.case("the loss is differentiable: its gradient w.r.t. the rewards (with a mask)"):
+        mask = torch.tensor([[True, True, True], [True, True, False]])
+        t.expect_gradients(ref.ranking_loss, (t.randn(2, 3), mask), wrt=[0])
 
 
 # ==============================================================================================
@@ -220,6 +239,9 @@ def check_last_token_scores(t):
                              [False, False, True, True, True, True],
                              [True, True, True, False, False, False]])
         _check_last_token_case(t, t.randn(3, 6), mask)
+    with t.case("gradients reach the values (the reward model trains through these scores)"):
+        mask = torch.tensor([[True, True, False], [False, True, True]])
+        t.expect_gradients(ref.last_token_scores, (t.randn(2, 3), mask), wrt=[0])
 
 
 # ==============================================================================================

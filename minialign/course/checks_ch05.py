@@ -94,6 +94,8 @@ def _kl_mistakes(scores, logprobs, ref_logprobs, mask, kl_coef):
             variant(with_score="everywhere"),
         "kl_coef is ignored: the penalty is -kl_coef * (logprobs - ref_logprobs)":
             variant(coef=1.0),
+        "a response with no token (a row of mask that is all 0) gets no score: there is no "
+        "response token to put it on, and index -1 is the last column (padding)": variant(),
     }
 
 
@@ -121,6 +123,10 @@ def check_kl_penalized_rewards(t):
     with t.case("kl_coef = 0: only the score, at each response's last token (a float mask)"):
         mask = _prefix_mask([2, 4], 4)
         _check_kl_case(t, torch.tensor([1.0, -1.0]), t.randn(2, 4), t.randn(2, 4), mask, 0.0)
+    with t.case("a response with no token (an empty row of the mask): its rewards are all 0"):
+        mask = _prefix_mask([3, 0, 2], 4)
+        _check_kl_case(t, torch.tensor([1.0, 5.0, -2.0]), _junk(t.randn(3, 4), mask, 5.0),
+                       _junk(t.randn(3, 4), mask, -5.0), mask, 0.1)
 
 
 # ==============================================================================================
@@ -480,6 +486,12 @@ def check_value_loss(t):
         old = t.randn(2, 4)
         _check_value_case(t, old + t.randn(2, 4), old, _junk(t.randn(2, 4), mask, 5.0), mask,
                           cliprange_value=0.5)
+    with t.case("the loss is differentiable: its gradient w.r.t. values (some clipped, a float "
+                "mask)"):
+        mask = _prefix_mask([4, 3], 4)
+        old = t.randn(2, 4)
+        t.expect_gradients(ref.value_loss, (old + 0.5 * t.randn(2, 4), old, t.randn(2, 4), mask),
+                           wrt=[0])
 
 
 # ==============================================================================================

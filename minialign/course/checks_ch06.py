@@ -65,6 +65,10 @@ def check_sequence_logprobs(t):
     with t.case("a sequence with nothing to score gives 0"):
         mask = torch.tensor([[0, 0, 0], [0, 1, 1]])
         _check_sequence_case(t, t.randn(2, 3, 4), t.randint(4, (2, 3)), mask)
+    with t.case("gradients reach the logits (the DPO loss trains the policy through them)"):
+        mask = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 0]])
+        t.expect_gradients(ref.sequence_logprobs, (t.randn(2, 4, 5), t.randint(5, (2, 4)), mask),
+                           wrt=[0])
 
 
 # ==============================================================================================
@@ -108,7 +112,8 @@ def check_implicit_rewards(t):
 
 
 def _dpo_variant(pc, pr, rc, rr, beta, loss_type, *, h_form="right", beta_at="inside",
-                 reduce=False, ipo_margin="1/(2 beta)", ipo_square=True, negate=True):
+                 reduce=False, ipo_margin="1/(2 beta)", ipo_square=True, negate=True,
+                 log_sigmoid="stable"):
     """Per-pair losses with one choice changed; the defaults give the right answer."""
     pc, pr, rc, rr = (x.detach() for x in (pc, pr, rc, rr))
     h = {"right": (pc - rc) - (pr - rr),
@@ -121,7 +126,9 @@ def _dpo_variant(pc, pr, rc, rr, beta, loss_type, *, h_form="right", beta_at="in
         losses = (h - margin) ** 2 if ipo_square else h - margin
     else:
         scaled = {"inside": beta * h, "outside": h, "divided": h / beta, "none": h}[beta_at]
-        losses = -F.logsigmoid(scaled) if negate else F.logsigmoid(scaled)
+        log_sig = {"stable": F.logsigmoid, "log of sigmoid": lambda x: torch.log(torch.sigmoid(x)),
+                   "log1p of exp": lambda x: -torch.log(1 + torch.exp(-x))}[log_sigmoid]
+        losses = -log_sig(scaled) if negate else log_sig(scaled)
         if beta_at == "outside":
             losses = beta * losses
     return losses.mean() if reduce else losses
@@ -159,6 +166,11 @@ def _dpo_loss_mistakes(pc, pr, rc, rr, beta, loss_type):
             "beta is missing: -log sigmoid(beta * h)": variant(beta_at="none"),
             "the loss is -log sigmoid(beta * h) (a negative log-likelihood), not log sigmoid":
                 variant(negate=False),
+            "-log(sigmoid(x)) is inf once sigmoid(x) rounds to 0 (x below about -104 in "
+            "float32): use F.logsigmoid(x), which is stable for any x":
+                variant(log_sigmoid="log of sigmoid"),
+            "log(1 + exp(-x)) overflows to inf for a large negative x: use F.logsigmoid(x) (or "
+            "-F.softplus(-x)), which is stable for any x": variant(log_sigmoid="log1p of exp"),
         })
     return mistakes
 
@@ -233,6 +245,10 @@ def check_dpo_loss(t):
                 "and the rewards are detached"):
         inputs = [(t.randn(4) * 2 - 15).requires_grad_(True) for _ in range(4)]
         _check_dpo_case(t, *inputs, beta=0.5, gradients=True)
+    with t.case("large margins: h = +2000 and -2000 (long responses), beta 0.1 -> losses 0 and "
+                "200; stable?"):
+        _check_dpo_case(t, torch.tensor([-10.0, -2010.0]), torch.tensor([-2010.0, -10.0]),
+                        torch.tensor([-500.0, -500.0]), torch.tensor([-500.0, -500.0]))
     with t.case("IPO, beta 0.1: (h - 5)^2"):
         _check_dpo_case(t, t.randn(4) * 3 - 20, t.randn(4) * 3 - 20, t.randn(4) * 3 - 20,
                         t.randn(4) * 3 - 20, beta=0.1, loss_type="ipo")

@@ -8,9 +8,15 @@
 A folder holds chapter files with the generated names (ch01_tokenizer.py, ...). For each
 chapter: the concept questions are graded from the `ANSWERS` dict, read without running the file;
 an exercise whose body is still the untouched stub is "not attempted" without running anything;
-the others are checked one by one in a sandboxed child (see runner.py and sandbox.py), which is
-replaced after a crash or a timeout. Chapters (and students) are graded in parallel, two at a
-time by default. Grading is all or nothing per item; points are in rubric.json.
+the others are checked one by one in a sandboxed child (see runner.py, sandbox.py and
+isolation.py), which is replaced after a crash or a timeout. Chapters (and students) are graded
+in parallel, two at a time by default. Grading is all or nothing per item; points are in
+rubric.json.
+
+A submission is read as regular files only, never through a link, never outside its folder, and
+decoded as Python does (a coding cookie, a UTF-8 BOM). With `--submissions DIR` every sub-folder
+is a student's, whatever its name. Every string in a report that came from student code is
+cleaned first (`runner.clean`), and reports are written once every student process is dead.
 
 The report lists, per item: points earned / possible, passed / failed / not attempted, what went
 wrong (in which case), a hint naming the mistake it looks like, and what the student's code
@@ -22,10 +28,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import errno
 import inspect
+import io
 import json
 import os
+import stat
 import sys
+import tokenize
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -34,12 +44,16 @@ from pathlib import Path
 
 from .checks import Check, CheckFailed, load_all_checks
 from .markers import CHAPTERS, REPO_DIR, Exercise, find_exercises
-from .questions import Question, questions_for
-from .report import (FAILED, NOT_ATTEMPTED, PASSED, RENDERERS, Item, Report, pass_rates,
+from .questions import Question, load_answer_key, questions_for
+from .report import (FAILED, NOT_ATTEMPTED, NOT_HANDED_OUT, PASSED, RENDERERS, Item, Report,
+                     pass_rates, render_gradescope, render_items_csv, render_students_csv,
                      render_text, write_atomic)
-from .runner import (GraderError, Limits, NotAttempted, Session, Student, StudentProblem,
+from .versions import file_version, load_history
+from .isolation import Isolation
+from .runner import (GraderError, Limits, NotAttempted, Session, Student, StudentProblem, clean,
                      truncate)
 from .sandbox import parse_salvaging
+from .stublib import STUB_MESSAGE, library_uses
 
 RUBRIC_PATH = Path(__file__).with_name("rubric.json")
 MAX_FILE_BYTES = 1_000_000  # a chapter file larger than this is not graded
@@ -75,6 +89,15 @@ class Settings:
     jobs: int = 2  # chapters graded at the same time
     time_limit: float | None = None  # seconds per exercise; overrides the rubric's limits
     strict: bool = False  # re-raise errors of the checks themselves (for the course's tests)
+    hide: tuple = ()  # folders student code must not see (the submissions, the report's)
+    isolation: Isolation | None = None  # set while grading
+    whole_class: bool = False  # grading --submissions: a student's folder may not be a link
+    answer_key: dict | None = None  # concept questions' key (--answer-key); None: the library's
+    release_explanations: bool = False  # explain the right answer after a wrong one too
+
+
+class RefusedAsRoot(ValueError):
+    """A class would be graded with student code running as root."""
 
 
 # ==============================================================================================
@@ -82,14 +105,21 @@ class Settings:
 
 
 def resolve_impl(impl: str | os.PathLike) -> Path:
-    """'solutions' / 'exercises' -> the repository's folders; anything else is a path."""
+    """'solutions' / 'exercises' -> the repository's folders; anything else is a path (its
+    `exercises` sub-folder when it is a whole copy of the repository)."""
     if str(impl) in ("solutions", "exercises"):
         candidates = [REPO_DIR / str(impl), Path.cwd() / str(impl), Path.cwd().parent / str(impl)]
         return next((c for c in candidates if c.is_dir()), candidates[0])
-    folder = Path(impl).expanduser()
+    return student_folder(Path(impl).expanduser())
+
+
+def student_folder(folder: Path) -> Path:
+    """The folder holding a student's chapter files: `folder`, or its `exercises` sub-folder
+    when the student handed in a whole copy of the repository (a real folder, not a link)."""
+    sub = folder / "exercises"
     if folder.is_dir() and not any(folder.glob("ch[0-9][0-9]_*.py")) \
-            and (folder / "exercises").is_dir():
-        return folder / "exercises"  # a whole copy of the repository was submitted
+            and sub.is_dir() and not sub.is_symlink():
+        return sub
     return folder
 
 
@@ -100,33 +130,45 @@ def gradable_chapters() -> list[int]:
 
 def grade(impl="exercises", chapters=None, *, student: str | None = None,
           time_limit: float | None = None, memory_mb: int | None = None, jobs: int | None = None,
-          strict: bool = False, limits: Limits | None = None) -> Report:
-    """Grade one folder. chapters: list of numbers, or None for every chapter."""
+          strict: bool = False, limits: Limits | None = None, report_path=None,
+          answer_key: dict | None = None, release_explanations: bool = False) -> Report:
+    """Grade one folder. chapters: list of numbers, or None for every chapter.
+    report_path: where the report will be written (its folder is hidden from student code).
+    answer_key: the questions' key (questions.load_answer_key); None: the library's, if any."""
     folder = resolve_impl(impl)
-    settings = _settings(time_limit, memory_mb, jobs, strict, limits)
+    settings = _settings(time_limit, memory_mb, jobs, strict, limits, report_path, folder)
+    settings.answer_key, settings.release_explanations = answer_key, release_explanations
     name = student or (str(impl) if str(impl) in ("solutions", "exercises") else folder.name)
     return _grade_folders([(name, folder)], chapters, settings)[0]
 
 
 def grade_submissions(folder, chapters=None, *, time_limit: float | None = None,
                       memory_mb: int | None = None, jobs: int | None = None, strict: bool = False,
-                      limits: Limits | None = None) -> list[Report]:
-    """Grade every sub-folder of `folder` (one per student), sorted by name."""
-    settings = _settings(time_limit, memory_mb, jobs, strict, limits)
-    students = [(p.name, resolve_impl(p)) for p in sorted(Path(folder).iterdir())
-                if p.is_dir() and not p.name.startswith((".", "_"))]
-    return _grade_folders(students, chapters, settings)
+                      limits: Limits | None = None, report_path=None,
+                      answer_key: dict | None = None,
+                      release_explanations: bool = False) -> list[Report]:
+    """Grade every sub-folder of `folder` (one per student, whatever its name), sorted by name.
+    A sub-folder that is a link is not followed: its report says so."""
+    settings = _settings(time_limit, memory_mb, jobs, strict, limits, report_path, folder)
+    settings.answer_key, settings.release_explanations = answer_key, release_explanations
+    students = [(p.name, p if p.is_symlink() else student_folder(p))
+                for p in sorted(Path(folder).iterdir())
+                if (p.is_dir() or p.is_symlink()) and not p.name.startswith((".", "_"))]
+    return _grade_folders(students, chapters, settings, whole_class=True)
 
 
-def _settings(time_limit, memory_mb, jobs, strict, limits) -> Settings:
+def _settings(time_limit, memory_mb, jobs, strict, limits, report_path, graded) -> Settings:
     limits = limits or Limits()
     if memory_mb:
         limits.memory_mb = int(memory_mb)
+    hide = [Path(graded).resolve()]
+    if report_path is not None:
+        hide.append(Path(report_path).resolve().parent)
     return Settings(limits=limits, rubric=load_rubric(), time_limit=time_limit,
-                    jobs=jobs or min(2, os.cpu_count() or 1), strict=strict)
+                    jobs=jobs or min(2, os.cpu_count() or 1), strict=strict, hide=tuple(hide))
 
 
-def _grade_folders(students, chapters, settings: Settings) -> list[Report]:
+def _grade_folders(students, chapters, settings: Settings, whole_class=False) -> list[Report]:
     checks = load_all_checks()  # every trusted module is imported before any child starts
     exercises = [e for e in find_exercises() if e.id in checks]
     available = gradable_chapters()
@@ -136,25 +178,45 @@ def _grade_folders(students, chapters, settings: Settings) -> list[Report]:
         raise ValueError(f"no exercises or questions in chapter(s) {unknown}; "
                          f"chapters: {available}")
     unchecked = [e.id for e in find_exercises() if e.id not in checks and e.chapter in chapters]
-    jobs = [(s, name, folder, ch) for s, (name, folder) in enumerate(students) for ch in chapters]
-    start = time.monotonic()
-    with ThreadPoolExecutor(max_workers=max(1, settings.jobs)) as pool:
-        results = list(pool.map(lambda job: _grade_chapter_safely(job[2], job[3], exercises,
-                                                                  settings), jobs))
-    wall = time.monotonic() - start
-    reports = [Report(name, str(folder), []) for name, folder in students]
+    isolation = Isolation(settings.limits, hide=settings.hide)
+    try:
+        if isolation.as_root:
+            if whole_class and not settings.limits.allow_root:
+                raise RefusedAsRoot(
+                    f"refusing to grade a class as root: {isolation.describe()}. Run the "
+                    f"grader as an ordinary user, install Python where other users can read "
+                    f"it, or pass --allow-root if you accept that")
+            print(f"minialign.grade: warning: {isolation.describe()}", file=sys.stderr)
+        settings.isolation, settings.whole_class = isolation, whole_class
+        jobs = [(s, name, folder, ch) for s, (name, folder) in enumerate(students)
+                for ch in chapters]
+        start = time.monotonic()
+        with ThreadPoolExecutor(max_workers=max(1, settings.jobs)) as pool:
+            results = list(pool.map(lambda job: _grade_chapter_safely(job[2], job[3], exercises,
+                                                                      settings), jobs))
+        wall = time.monotonic() - start
+    finally:
+        isolation.close()  # every worker is closed (its processes dead) by now
+    reports = [Report(clean(name), clean(folder), []) for name, folder in students]
     for (s, _, _, ch), (items, notes, seconds) in zip(jobs, results):
-        reports[s].items.extend(items)
+        reports[s].items.extend(_clean_item(item) for item in items)
         if notes:
-            reports[s].notes[ch] = notes
+            reports[s].notes[ch] = [clean(note) for note in notes]
         reports[s].seconds += seconds
     for report in reports:
+        report.notes.setdefault(0, []).append(isolation.describe())
         if unchecked:
-            report.notes.setdefault(0, []).append(
-                f"not graded yet (no check written): {', '.join(unchecked)}")
+            report.notes[0].append(f"not graded yet (no check written): {', '.join(unchecked)}")
         if len(reports) == 1:
             report.seconds = wall
     return reports
+
+
+def _clean_item(item: Item) -> Item:
+    """The boundary: every text of an item may hold what student code sent or printed."""
+    for name in ("title", "message", "hint", "output"):
+        setattr(item, name, clean(getattr(item, name)))
+    return item
 
 
 def _grade_chapter_safely(folder: Path, number: int, all_exercises, settings: Settings):
@@ -181,9 +243,13 @@ def _grade_chapter(folder: Path, number: int, all_exercises, settings: Settings)
     questions = questions_for(number)
     rubric = settings.rubric
     path = Path(folder) / chapter.filename
-    source, problem = _read_source(path)
+    if settings.whole_class and Path(folder).is_symlink():
+        source, problem, missing = None, f"{Path(folder).name} is a link, not a folder: " \
+                                         f"links are not followed", False
+    else:
+        source, problem, missing = _read_source(Path(folder), chapter.filename)
     if source is None:
-        status = NOT_ATTEMPTED if not path.exists() else FAILED
+        status = NOT_ATTEMPTED if missing else FAILED
         items = [_item(e.id, number, "exercise", e.qualname, 0, rubric.points(e.id), status,
                        problem) for e in exercises]
         items += [_item(q.id, number, "question", _title(q), 0, rubric.points(q.id), status,
@@ -191,13 +257,23 @@ def _grade_chapter(folder: Path, number: int, all_exercises, settings: Settings)
         return items, [], time.monotonic() - start
 
     tree, parse_problems = parse_salvaging(source, str(path))
-    notes = [f"line {p['line']}: {p['message']}" if p.get("line") else p["message"]
-             for p in parse_problems]
+    handed = handed_out(source, number, exercises, questions)  # the items of the file's version
+    exercises, questions = handed.exercises, handed.questions
+    notes = ([problem] if problem else []) + handed.notes
+    notes += [f"line {p['line']}: {p['message']}" if p.get("line") else p["message"]
+              for p in parse_problems]
+    for exercise_id, lines in library_uses(tree, exercises).items():
+        name = next(e for e in exercises if e.id == exercise_id)
+        notes.append(f"line {', '.join(map(str, sorted(set(lines))))}: uses "
+                     f"minialign.{name.module}.{name.qualname}, the library's own version of "
+                     f"exercise {exercise_id}; while chapter {number} is graded it is a stub "
+                     f"that raises NotImplementedError, so it earns nothing: write your own")
     to_run = [e for e in exercises if not is_untouched_stub(tree, e)]
     items = []
     session = Session(path, source, [e.qualname for e in to_run], settings.limits,
                       cpu_s=int(sum(_limit(e, settings) for e in to_run)
-                                + settings.limits.load_s + 60)) if to_run else None
+                                + settings.limits.load_s + 60),
+                      isolation=settings.isolation, chapter=number) if to_run else None
     try:
         for e in exercises:
             if e in to_run:
@@ -217,8 +293,8 @@ def _grade_chapter(folder: Path, number: int, all_exercises, settings: Settings)
     finally:
         if session is not None:
             session.close()
-    items += grade_questions(tree, questions, rubric)
-    return items, notes, time.monotonic() - start
+    items += grade_questions(tree, questions, rubric, settings)
+    return handed.complete(items), notes, time.monotonic() - start
 
 
 def _limit(exercise: Exercise, settings: Settings) -> float:
@@ -246,7 +322,10 @@ def _grade_exercise(session: Session, exercise: Exercise, settings: Settings) ->
         spec.fn(check)
         item.status, item.points = PASSED, item.max_points
     except NotAttempted as e:
-        if session.calls <= 1:
+        if STUB_MESSAGE.split("{")[0] in e.message:
+            item.message = _in_case(check, f"your code calls the library's version: {e.message}")
+            item.hint = "write the function yourself; the library's version is the answer key"
+        elif session.calls <= 1:
             item.status = NOT_ATTEMPTED
             item.message = "your function raises NotImplementedError: write its body"
         else:
@@ -300,17 +379,69 @@ def _item(item_id, chapter, kind, title, points, max_points, status, message="")
     return Item(item_id, chapter, kind, title, points, max_points, status, message)
 
 
-def _read_source(path: Path):
-    """(text, "") or (None, why not)."""
-    if not path.is_file():
-        return None, f"{path.name} not found in {path.parent}"
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        return None, f"{path.name} is {size} bytes; files over {MAX_FILE_BYTES} are not graded"
+def _read_source(folder: Path, relative: str):
+    """(text, problem, missing) for folder/relative, read as a regular file reached without
+    following any link below `folder`, decoded as Python would (PEP 263 cookie, UTF-8 BOM).
+    text is None when the file cannot be graded (missing: it is absent); problem is set when
+    the file was read but some bytes were not valid in its encoding."""
+    name = Path(relative).name
     try:
-        return path.read_bytes().decode("utf-8"), ""
-    except UnicodeDecodeError:
-        return None, f"{path.name} is not UTF-8 text"
+        fd = _open_below(folder, relative)
+    except FileNotFoundError:
+        return None, f"{name} not found in {folder}", True
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            return None, f"{relative} is (or passes through) a link: links are not followed", \
+                False
+        return None, f"{name} could not be read ({e.strerror})", False
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return None, f"{name} is not a regular file", False
+        if info.st_size > MAX_FILE_BYTES:
+            return None, (f"{name} is {info.st_size} bytes; files over {MAX_FILE_BYTES} are not "
+                          f"graded"), False
+        data = f.read(MAX_FILE_BYTES + 1)[:MAX_FILE_BYTES]
+    return (*decode_source(data), False)
+
+
+def _open_below(folder: Path, relative: str) -> int:
+    """A read-only fd of folder/relative; every part below `folder` must be a real folder or
+    file, not a link (O_NOFOLLOW, part by part); a FIFO does not block the open."""
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        *folders, filename = Path(relative).parts
+        for part in folders:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | nofollow, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        return os.open(filename, os.O_RDONLY | nofollow | getattr(os, "O_NONBLOCK", 0),
+                       dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def decode_source(data: bytes) -> tuple[str, str]:
+    """(text, problem): bytes decoded as Python decodes a file (a coding cookie on the first
+    two lines, a UTF-8 BOM, UTF-8 otherwise). Invalid bytes, or a cookie naming an unknown
+    encoding, cost only the lines they are on: they become U+FFFD, which breaks at most the
+    definition that holds them."""
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+        problem = ""
+    except SyntaxError as e:
+        encoding, problem = "utf-8", f"{e.msg}; the file was read as UTF-8"
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as e:
+        text = data.decode(encoding, "replace")
+        line = data[:e.start].count(b"\n") + 1
+        problem = problem or (f"line {line}: bytes that are not valid {encoding} were replaced "
+                              f"by \ufffd")
+    if text.startswith("\ufeff"):  # a BOM a cookie did not already remove
+        text = text[1:]
+    return text, problem
 
 
 def is_untouched_stub(tree, exercise: Exercise) -> bool:
@@ -396,26 +527,77 @@ def read_answers(tree) -> tuple[dict, str]:
     return answers, problem
 
 
-def grade_questions(tree, questions: list[Question], rubric: Rubric) -> list[Item]:
+def grade_questions(tree, questions: list[Question], rubric: Rubric,
+                    settings: Settings | None = None) -> list[Item]:
+    """Mark the answers of a file against the key: settings.answer_key when given (for credit),
+    else the library's. A right answer shows the explanation; a wrong one says why the option
+    chosen is wrong (item.hint) and shows the explanation only when the instructor released it.
+    Without any key the answers are read but not marked, and count for nothing ("not graded")."""
+    key = settings.answer_key if settings is not None else None
+    release = settings.release_explanations if settings is not None else False
     answers, problem = read_answers(tree)
     items = []
     for q in questions:
+        if key is not None:
+            q = q.with_key(key.get(q.id))
         given = answers.get(q.id)
-        status, message = q.grade(given)
-        if status == NOT_ATTEMPTED and problem:
-            message = problem
-        item = _item(q.id, q.chapter, "question", _title(q), 0, rubric.points(q.id), status,
-                     message)
-        if status == PASSED:
+        result = q.grade(given, release=release)
+        message = problem if result.status == NOT_ATTEMPTED and problem else result.message
+        points = rubric.points(q.id) if q.key is not None else 0.0
+        item = _item(q.id, q.chapter, "question", _title(q), 0, points, result.status, message)
+        if result.status == PASSED:
             item.points = item.max_points
-        if given is not None:
-            item.hint = q.explanation
+        item.hint, item.explanation = result.hint, result.explanation
         items.append(item)
     return items
 
 
 def _title(q: Question) -> str:
     return q.text if len(q.text) <= 70 else q.text[:67].rstrip() + "..."
+
+
+# ==============================================================================================
+# versions of the exercise files
+
+
+@dataclass
+class HandedOut:
+    """What a chapter file was handed out with (see versions.py)."""
+
+    version: str  # the version in the file's header; "" when it names none
+    exercises: list  # the exercises and questions of its version, to grade
+    questions: list
+    left_out: list[Item]  # items added after that version: "not handed out", 0 of 0 points
+    notes: list[str]
+
+    def complete(self, items: list[Item]) -> list[Item]:
+        """The graded items, then those not handed out, all marked with the file's version."""
+        items = items + self.left_out
+        for item in items:
+            item.version = self.version
+        return items
+
+
+def handed_out(source: str, number: int, exercises: list, questions: list) -> HandedOut:
+    """Split a chapter's items into those the file's version handed out and those added later.
+    A file that names no version, or one this grader does not know, gets every item."""
+    version = file_version(source)
+    items = load_history().get(version) if version else None
+    notes = []
+    if version and items is None:
+        notes.append(f"the header names version {version} of the exercise set, which this "
+                     f"grader does not know: graded against every current item")
+    if items is None:
+        return HandedOut(version, exercises, questions, [], notes)
+    keep = set(items)
+    message = (f"added to the course after version {version} of the exercise set, the version "
+               f"of your file: not counted (your instructor can give you the new file)")
+    left_out = [_item(e.id, number, "exercise", e.qualname, 0, 0, NOT_HANDED_OUT, message)
+                for e in exercises if e.id not in keep]
+    left_out += [_item(q.id, number, "question", _title(q), 0, 0, NOT_HANDED_OUT, message)
+                 for q in questions if q.id not in keep]
+    return HandedOut(version, [e for e in exercises if e.id in keep],
+                     [q for q in questions if q.id in keep], left_out, notes)
 
 
 
@@ -431,38 +613,64 @@ def main(argv=None) -> int:
                         help="'exercises' (default), 'solutions', or a student's folder")
     parser.add_argument("--chapter", type=int, action="append",
                         help="grade this chapter only (repeat for several; default: all)")
-    parser.add_argument("--format", choices=sorted(RENDERERS), default="text")
+    parser.add_argument("--format", choices=sorted(RENDERERS),
+                        help="text (default for one folder), json, csv (default for a class) or "
+                             "gradescope (with --submissions: one results.json per student)")
     parser.add_argument("--out", help="write the report here (atomically, once grading is over)")
     parser.add_argument("--submissions", metavar="DIR",
                         help="grade every sub-folder of DIR (one per student) into one CSV "
-                             "(or JSON) report; prints the pass rate of each item")
+                             "(or JSON) report, with a summary per student and one per item "
+                             "next to it; prints the pass rate of each item")
     parser.add_argument("--student", help="the student's name in the report")
     parser.add_argument("--time-limit", type=float, metavar="S",
                         help="seconds per exercise (default: from rubric.json)")
     parser.add_argument("--memory-mb", type=int, metavar="MB",
                         help="memory a student's code may use on top of torch (default 2048)")
     parser.add_argument("--jobs", type=int, help="chapters graded at the same time (default 2)")
+    parser.add_argument("--answer-key", metavar="KEY.json",
+                        help="grade the concept questions with this key (written by `python -m "
+                             "minialign.course answer-key`) instead of the library's: for credit")
+    parser.add_argument("--release-explanations", action="store_true",
+                        help="show each question's explanation after a wrong answer too (once "
+                             "the answers may be known)")
+    parser.add_argument("--allow-root", action="store_true",
+                        help="grade a class even if student code must run as root (when no "
+                             "other user may run Python here); see docs/instructors.md")
     args = parser.parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a character
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    limits = Limits(allow_root=args.allow_root)
 
     try:
+        key = load_answer_key(args.answer_key) if args.answer_key else None
         if args.submissions:
             if not Path(args.submissions).is_dir():
                 parser.error(f"--submissions {args.submissions}: not a folder")
-            if args.format in ("text", "gradescope"):
-                args.format = "csv"
+            if args.format == "text":
+                parser.error("--format text is one student's table; for a class use --format "
+                             "csv (the default), json, or gradescope (one results.json per "
+                             "student)")
+            fmt = args.format or "csv"
+            out = args.out or {"csv": "grades.csv", "json": "grades.json",
+                               "gradescope": "gradescope"}[fmt]
             reports = grade_submissions(args.submissions, args.chapter,
                                         time_limit=args.time_limit, memory_mb=args.memory_mb,
-                                        jobs=args.jobs)
-            out = args.out or ("grades.csv" if args.format == "csv" else "grades.json")
-            write_atomic(out, RENDERERS[args.format](reports))
+                                        jobs=args.jobs, limits=limits, report_path=out,
+                                        answer_key=key,
+                                        release_explanations=args.release_explanations)
+            written = write_class_reports(out, fmt, reports)
             print(pass_rates(reports))
-            print(f"wrote {out}")
+            print("wrote " + "\n      ".join(str(p) for p in written))
             return 0
+        args.format = args.format or "text"
         folder = resolve_impl(args.impl)
         if not folder.is_dir():
             parser.error(f"--impl {args.impl}: no such folder ({folder})")
         report = grade(args.impl, args.chapter, student=args.student, time_limit=args.time_limit,
-                       memory_mb=args.memory_mb, jobs=args.jobs)
+                       memory_mb=args.memory_mb, jobs=args.jobs, limits=limits,
+                       report_path=args.out, answer_key=key,
+                       release_explanations=args.release_explanations)
     except ValueError as e:
         parser.error(str(e))
     text = RENDERERS[args.format](report)
@@ -475,9 +683,43 @@ def main(argv=None) -> int:
 
 def _emit(args, report: Report, text: str) -> None:
     if args.out:
-        write_atomic(args.out, text)
+        out = write_report(args.out, text)
         if args.format != "text":
             print(render_text(report))
-        print(f"wrote {args.out}")
+        print(f"wrote {out}")
     else:
         print(text, end="" if text.endswith("\n") else "\n")
+
+
+def write_class_reports(out, fmt: str, reports: list[Report]) -> list[Path]:
+    """A class's report in `fmt`, and next to it a summary per student (totals) and one per
+    item (attempted, passed, the most common hints). Gradescope's results.json holds one
+    student, so `gradescope` writes one per student: OUT/<student>/results.json. Returns the
+    paths written."""
+    out = Path(out)
+    if fmt == "gradescope":
+        written = [write_report(out / r.student / "results.json", render_gradescope(r))
+                   for r in reports]
+        base = out / "grades"
+    else:
+        written = [write_report(out, RENDERERS[fmt](reports))]
+        base = out.with_suffix("")
+    written.append(write_report(base.with_name(base.name + "-students.csv"),
+                                render_students_csv(reports)))
+    written.append(write_report(base.with_name(base.name + "-items.csv"),
+                                render_items_csv(reports)))
+    return written
+
+
+def write_report(path, text: str) -> Path:
+    """Write a report atomically at `path`; if something that is not a regular file is in the
+    way (a folder, a link), write it next to it under a new name and say so on stderr, rather
+    than fail after grading a whole class. Returns where it was written."""
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        moved = path.with_name(f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
+        print(f"minialign.grade: {path} is not a regular file; the report was written to "
+              f"{moved} instead", file=sys.stderr)
+        path = moved
+    write_atomic(path, text)
+    return path

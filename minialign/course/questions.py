@@ -1,24 +1,58 @@
 """Concept questions: a few auto-graded multiple-choice and ordering questions per chapter.
 
-The answers live here, in the library; the student answers in the `ANSWERS` dict at the end of
-the chapter's exercise file (`python -m minialign.course build` writes the questions there as
-comments). The grader reads that dict without running the student's file (it parses it), so
-answering works even when the code above it does not. Points are in `rubric.json`.
+The student answers in the `ANSWERS` dict at the end of the chapter's exercise file (`python -m
+minialign.course build` writes the questions there as comments). The grader reads that dict
+without running the student's file (it parses it), so answering works even when the code above
+it does not. Points are in `rubric.json`.
+
+This module holds what a student may see: the questions and their options. The answers, the
+explanations and the feedback for each wrong option are the answer key, in `answer_key.py`,
+which a handout graded for credit leaves out (then `Question.key` is None and an answer is read
+but not marked; the instructor grades with `--answer-key`).
 
 Two kinds:
   * "choice": `options` are labelled a, b, c, ...; the answer is one letter, e.g. "b".
   * "order":  `options` are items labelled a, b, c, ... given in a scrambled order; the answer
               is the letters in the right order, e.g. ["c", "a", "b"] (or the string "cab").
 
-To add a question: append a `Question` to its chapter's list below, give it points in
-rubric.json, and rebuild the exercise files. Write the wrong options from real misconceptions,
-and an explanation that teaches why the right answer is right (it is shown after grading).
+Feedback teaches without giving the answer away: a right answer shows the explanation; a wrong
+one shows why the option chosen is wrong (for an ordering, what the first misplaced item depends
+on), never which option is right, so that the student can think again. The explanation of a
+wrong answer is shown only once the instructor releases the explanations.
+
+To add a question: append a `Question` to its chapter's list below, its key to `answer_key.py`,
+give it points in rubric.json, and rebuild the exercise files. Write the wrong options from real
+misconceptions, and say in the key why each one is wrong.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import string
 from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from .report import FAILED, NOT_ATTEMPTED, NOT_GRADED, PASSED
+
+
+@dataclass(frozen=True)
+class Key:
+    """The instructor's side of a question: never shown to a student as a whole."""
+
+    answer: str | tuple[str, ...]  # "b", or ("c", "a", "b") for an ordering
+    explanation: str  # why the answer is right: shown after a right answer
+    # letter -> why that option is wrong (choice: every wrong option), or what that item depends
+    # on (order: every item); shown after a wrong answer, for the option or item concerned
+    why_not: dict = dataclasses.field(default_factory=dict)
+
+
+class QuestionGrade(NamedTuple):
+    status: str  # passed / failed / not attempted / not graded
+    message: str = ""  # what was wrong with the answer
+    hint: str = ""  # why the option chosen is wrong (never which one is right)
+    explanation: str = ""  # why the right answer is right (after a right answer, or released)
 
 
 @dataclass(frozen=True)
@@ -27,19 +61,25 @@ class Question:
     kind: str  # "choice" or "order"
     text: str
     options: tuple[str, ...]  # choices, or the items to put in order (labelled a, b, c, ...)
-    answer: str | tuple[str, ...]  # "b", or ("c", "a", "b") for an ordering
-    explanation: str  # shown after grading
+    key: Key | None = None  # None where the answer key is not at hand
 
     def __post_init__(self):
-        labels = self.labels
-        if self.kind == "choice":
-            ok = isinstance(self.answer, str) and self.answer in labels
-        elif self.kind == "order":
-            ok = isinstance(self.answer, tuple) and sorted(self.answer) == list(labels)
-        else:
+        if self.kind not in ("choice", "order"):
             raise ValueError(f"{self.id}: kind must be 'choice' or 'order', got {self.kind!r}")
+        if self.key is None:
+            return
+        labels, answer = self.labels, self.key.answer
+        if self.kind == "choice":
+            ok = isinstance(answer, str) and answer in labels
+            need = set(labels) - {answer}  # a why_not for the right option would give it away
+        else:
+            ok = isinstance(answer, tuple) and sorted(answer) == list(labels)
+            need = set(labels)
         if not ok:
-            raise ValueError(f"{self.id}: answer {self.answer!r} does not fit options {labels}")
+            raise ValueError(f"{self.id}: answer {answer!r} does not fit options {labels}")
+        if set(self.key.why_not) != need:
+            raise ValueError(f"{self.id}: the key's why_not must cover exactly {sorted(need)}, "
+                             f"got {sorted(self.key.why_not)}")
 
     @property
     def chapter(self) -> int:
@@ -50,14 +90,27 @@ class Question:
         return tuple(string.ascii_lowercase[: len(self.options)])
 
     @property
+    def answer(self):
+        """The right answer ("b" or ("c", "a", "b")); None without the key."""
+        return self.key.answer if self.key else None
+
+    @property
+    def explanation(self) -> str:
+        return self.key.explanation if self.key else ""
+
+    @property
     def answer_literal(self):
         """The answer as it is written in ANSWERS: "b" or ["c", "a", "b"]."""
         return self.answer if self.kind == "choice" else list(self.answer)
 
-    def grade(self, given) -> tuple[str, str]:
-        """(status, message) for the value found in ANSWERS: passed / failed / not attempted."""
+    def with_key(self, key: Key | None) -> Question:
+        return dataclasses.replace(self, key=key)
+
+    def grade(self, given, release: bool = False) -> QuestionGrade:
+        """Grade the value found in ANSWERS. release: show the explanation after a wrong answer
+        too (an instructor's choice, once the answers may be known)."""
         if given is None:
-            return "not attempted", f'answer it in ANSWERS["{self.id}"]'
+            return QuestionGrade(NOT_ATTEMPTED, f'answer it in ANSWERS["{self.id}"]')
         normalised = normalise_answer(given, self.kind)
         if normalised is None:
             if self.kind == "choice":
@@ -65,13 +118,32 @@ class Question:
             else:
                 form = (f"the {len(self.options)} letters in order, e.g. "
                         f"{list(reversed(self.labels))}")
-            return "failed", f"could not read the answer {given!r}: write {form}"
-        if normalised == self.answer:
-            return "passed", ""
-        if self.kind == "order" and sorted(normalised) != sorted(self.answer):
-            return "failed", (f"use each of the letters {', '.join(self.labels)} exactly once; "
-                              f"got {list(normalised)}")
-        return "failed", "not the right answer"
+            return QuestionGrade(FAILED, f"could not read the answer {given!r}: write {form}")
+        if self.kind == "order" and sorted(normalised) != list(self.labels):
+            return QuestionGrade(FAILED, f"use each of the letters {', '.join(self.labels)} "
+                                         f"exactly once; got {list(normalised)}")
+        if self.kind == "choice" and normalised not in self.labels:
+            return QuestionGrade(FAILED, f"there is no option {normalised!r}: answer one of "
+                                         f"{', '.join(self.labels)}")
+        shown = _shown(normalised, self.kind)
+        if self.key is None:
+            return QuestionGrade(NOT_GRADED, f"you answered {shown}; not graded here: the answer "
+                                             f"key is not installed (your instructor grades the "
+                                             f"concept questions)")
+        if normalised == self.key.answer:
+            return QuestionGrade(PASSED, explanation=self.key.explanation)
+        if self.kind == "choice":
+            message, why = f"you answered {shown}: not the right answer", \
+                self.key.why_not[normalised]
+        else:
+            misplaced = next(x for x, y in zip(normalised, self.key.answer) if x != y)
+            message = f"you answered {shown}: not the right order"
+            why = f"{misplaced}) {self.key.why_not[misplaced]}"
+        return QuestionGrade(FAILED, message, why, self.key.explanation if release else "")
+
+
+def _shown(normalised, kind: str) -> str:
+    return f'"{normalised}"' if kind == "choice" else json.dumps(list(normalised))
 
 
 def normalise_answer(given, kind: str):
@@ -111,12 +183,6 @@ QUESTIONS: dict[int, list[Question]] = {
                 "bytes, merges only join tokens, and decoding concatenates their bytes.",
                 "It is trained on every Unicode character before it is trained on the corpus.",
             ),
-            answer="c",
-            explanation="Every string is a sequence of UTF-8 bytes, and every byte is a token, so "
-                        "nothing is ever out of vocabulary. A merge replaces two tokens by one "
-                        "whose bytes are their concatenation, so decoding (joining the bytes of "
-                        "each token) undoes any sequence of merges. Unseen text just costs more "
-                        "tokens: it is encoded with fewer merges, down to single bytes.",
         ),
         Question(
             id="q1.2", kind="order",
@@ -129,11 +195,6 @@ QUESTIONS: dict[int, list[Question]] = {
                 "Count how often each adjacent pair of tokens occurs (weighted by how often each "
                 "chunk occurs).",
             ),
-            answer=("b", "d", "c", "a"),
-            explanation="Training starts from bytes; each step counts adjacent pairs "
-                        "(get_pair_counts), picks the most frequent, records the merge "
-                        "(pair -> new id) and applies it everywhere (merge). The ordered list of "
-                        "merges is the tokenizer: encoding replays them, earliest first.",
         ),
         Question(
             id="q1.3", kind="choice",
@@ -147,12 +208,6 @@ QUESTIONS: dict[int, list[Question]] = {
                 "The model was trained to ignore <|end|> inside a user turn.",
                 "Special tokens are longer than the context window.",
             ),
-            answer="a",
-            explanation="Special tokens have ids of their own after the merges, and encode() never "
-                        "produces them from text. The template code adds them around the turns, "
-                        "so the structure of a conversation cannot be forged by typing; a "
-                        "tokenizer that turned typed '<|end|>' into the special id would let a "
-                        "user inject fake assistant turns (a prompt injection).",
         ),
     ],
     2: [
@@ -167,12 +222,6 @@ QUESTIONS: dict[int, list[Question]] = {
                 "To stop tokens from attending to padding.",
                 "Because attention is not defined for keys after the query.",
             ),
-            answer="b",
-            explanation="Training scores every position in one pass: the logits at t predict "
-                        "token t + 1. Without the mask, position t could read token t + 1 and copy "
-                        "it, the training loss would be near zero, and the model would be useless "
-                        "at generation time, when the future does not exist yet. Padding needs a "
-                        "separate mask.",
         ),
         Question(
             id="q2.2", kind="choice",
@@ -184,12 +233,6 @@ QUESTIONS: dict[int, list[Question]] = {
                 "the model on the new token only instead of on the whole prefix again.",
                 "A compressed copy of the weights that runs faster.",
             ),
-            answer="c",
-            explanation="Under the causal mask the keys and values of earlier tokens never change, "
-                        "so they can be stored once. Each new step then computes q, k, v for one "
-                        "token and attends over the cached keys: Tq = 1 < Tk. The output is the "
-                        "same as recomputing everything; only the work per step shrinks from the "
-                        "whole prefix to one token.",
         ),
         Question(
             id="q2.3", kind="choice",
@@ -202,11 +245,6 @@ QUESTIONS: dict[int, list[Question]] = {
                 "T changes which token is the most likely one.",
                 "T only matters when top-k is used.",
             ),
-            answer="a",
-            explanation="softmax(z / T): dividing by a small T stretches the gaps between logits, "
-                        "so the top token takes almost all the probability; a large T shrinks the "
-                        "gaps towards a uniform distribution. The order of the tokens, hence the "
-                        "argmax, never changes.",
         ),
         Question(
             id="q2.4", kind="choice",
@@ -220,12 +258,6 @@ QUESTIONS: dict[int, list[Question]] = {
                 "The sampling temperature is too high.",
                 "The causal mask hides the question from the model.",
             ),
-            answer="b",
-            explanation="Pretraining maximises the likelihood of the corpus, so the model writes "
-                        "what usually follows the text it is given. On the web a question is as "
-                        "often followed by another question as by its answer. SFT on "
-                        "demonstrations (chapter 3) teaches the assistant's format; preference "
-                        "learning then teaches which answers people prefer.",
         ),
     ],
     3: [
@@ -245,14 +277,6 @@ QUESTIONS: dict[int, list[Question]] = {
                 "(1) is pretraining data, because it is text; (2) is supervised fine-tuning "
                 "data, because it has labels.",
             ),
-            answer="c",
-            explanation="Demonstrations say what to write: SFT imitates them with the "
-                        "next-token loss and teaches the assistant's format. Rankings say which "
-                        "of several answers is better, something demonstrations cannot express: "
-                        "they train a reward model (Bradley-Terry), a stand-in for the people, "
-                        "which RL then optimises (or DPO uses the pairs directly). Imitating the "
-                        "top-ranked response would throw away what the ranking says about the "
-                        "others.",
         ),
         Question(
             id="q3.2", kind="order",
@@ -264,12 +288,6 @@ QUESTIONS: dict[int, list[Question]] = {
                 "to the fine-tuned model.",
                 "Fine-tune on demonstrations (prompt, ideal response): SFT.",
             ),
-            answer=("b", "d", "a", "c"),
-            explanation="Pretraining gives the language; SFT turns the text continuer into an "
-                        "assistant that answers and stops; the reward model is trained on "
-                        "rankings of the SFT model's own responses (so it must come after SFT); "
-                        "RL then optimises the SFT model against it, with a KL penalty to the SFT "
-                        "model as the reference.",
         ),
         Question(
             id="q3.3", kind="choice",
@@ -286,14 +304,6 @@ QUESTIONS: dict[int, list[Question]] = {
                 "The prompt is masked because it is usually longer than the response and would "
                 "dominate the loss; <|end|> is scored only to keep the lengths equal.",
             ),
-            answer="a",
-            explanation="The loss is computed where the model will have to generate: the "
-                        "response. Training on the prompt would teach the model to write "
-                        "users' questions (and spend capacity on it). <|end|> is the last thing "
-                        "the assistant produces: if its label were masked, nothing would teach "
-                        "the model to stop, and it would ramble on at generation time. Logits "
-                        "are still computed for every position; the mask only decides which "
-                        "ones count.",
         ),
     ],
     4: [
@@ -311,12 +321,6 @@ QUESTIONS: dict[int, list[Question]] = {
                 "To train a reward model that stands in for the annotators when RL scores new "
                 "responses.",
             ),
-            answer="d",
-            explanation="People cannot score every response RL samples. A reward model fitted "
-                        "to their comparisons (Bradley-Terry: P(a > b) = sigmoid(r(a) - r(b))) "
-                        "generalises their judgement to new responses, and RL optimises against "
-                        "it. It is only a proxy: it is as good as the comparisons it saw, near "
-                        "the responses it saw.",
         ),
         Question(
             id="q4.2", kind="choice",
@@ -333,13 +337,6 @@ QUESTIONS: dict[int, list[Question]] = {
                 "Only the length preference, because it is the one signal shared by all "
                 "annotators.",
             ),
-            answer="a",
-            explanation="Maximum likelihood fits the labels it is given. Noise and disagreement "
-                        "average out into less confident scores (and an accuracy ceiling), but "
-                        "a systematic bias such as a taste for length does not average out: it "
-                        "is part of what the annotators prefer, so the reward model learns it, "
-                        "and a policy optimised against the reward model writes longer answers "
-                        "whether or not they are better.",
         ),
         Question(
             id="q4.3", kind="choice",
@@ -356,13 +353,6 @@ QUESTIONS: dict[int, list[Question]] = {
                 "The score is read at the last token only, which hides the start of the "
                 "response from the reward model and makes it guess on long answers.",
             ),
-            answer="c",
-            explanation="Each label is a coin flip with probability p = sigmoid(difference of "
-                        "utilities / tau). The best prediction is the likelier label, right with "
-                        "probability max(p, 1 - p); averaged over pairs this is the ceiling any "
-                        "model can reach (InstructGPT's labelers agreed with each other only "
-                        "about 73-77% of the time). Compare the reward model's accuracy with "
-                        "that ceiling, not with 100%.",
         ),
     ],
     5: [
@@ -380,13 +370,6 @@ QUESTIONS: dict[int, list[Question]] = {
                 "It replaces the value function: with a per-token KL penalty the advantages "
                 "can be computed without a critic.",
             ),
-            answer="b",
-            explanation="The reward model was fitted to samples of the SFT model; on text unlike "
-                        "those samples its scores are extrapolations, and an optimiser finds "
-                        "their errors. The KL term charges the policy for every nat it moves away "
-                        "from the reference, which keeps it where the reward model is reliable "
-                        "and its language fluent. The clip limits one update; the KL limits the "
-                        "whole drift.",
         ),
         Question(
             id="q5.2", kind="choice",
@@ -402,13 +385,6 @@ QUESTIONS: dict[int, list[Question]] = {
                 "Over-optimisation: the policy now gains proxy reward by exploiting the reward "
                 "model's errors.",
             ),
-            answer="d",
-            explanation="The reward model is the environment RL optimises, and it is wrong in "
-                        "places. Early on, proxy and gold improve together; past some KL from "
-                        "the reference, the cheapest way to raise the proxy is to exploit its "
-                        "errors, so gold falls (Gao et al. 2022). A stronger KL penalty, early "
-                        "stopping on held-out gold, or a better reward model are the remedies; a "
-                        "too-strong penalty would keep both curves flat.",
         ),
         Question(
             id="q5.3", kind="choice",
@@ -423,12 +399,6 @@ QUESTIONS: dict[int, list[Question]] = {
                 "It depends on the advantages: tokens with a positive advantage have a ratio "
                 "above 1.",
             ),
-            answer="b",
-            explanation="pi_old is the policy that sampled the rollout, and no gradient step "
-                        "has been taken yet, so the log-probs recomputed for training must equal "
-                        "the stored ones. A ratio other than 1 there is a bug: dropout left on, "
-                        "a different temperature in the two forward passes, left padding without "
-                        "matching position ids, or an off-by-one in the log-prob shift.",
         ),
     ],
     6: [
@@ -446,13 +416,6 @@ QUESTIONS: dict[int, list[Question]] = {
                 "DPO trains no reward model and samples nothing during training; it holds two "
                 "models, not four.",
             ),
-            answer="d",
-            explanation="DPO's loss is the Bradley-Terry likelihood with the implicit reward "
-                        "beta * log(pi / pi_ref) in place of a reward model, so it trains on the "
-                        "fixed pairs like a classifier: no reward-model stage, no rollouts, only "
-                        "the policy and a frozen reference (whose log-probs can even be computed "
-                        "once). PPO holds the policy, the reference, the reward model and the "
-                        "value model, and samples at every iteration.",
         ),
         Question(
             id="q6.2", kind="choice",
@@ -467,13 +430,6 @@ QUESTIONS: dict[int, list[Question]] = {
                 "detached and the reference is being trained too.",
                 "No, and it always happens: the chosen reward falls whenever beta is positive.",
             ),
-            answer="b",
-            explanation="loss = -log sigmoid(beta * (chosen log-ratio - rejected log-ratio)) "
-                        "pushes only the difference. Probability mass that leaves both responses "
-                        "(towards other answers) lowers both log-ratios; the loss still falls if "
-                        "the rejected one falls more. It is common and not a bug, though a "
-                        "large drop of both can mean the policy drifts; the margin and the "
-                        "held-out accuracy are the metrics to watch.",
         ),
         Question(
             id="q6.3", kind="choice",
@@ -487,12 +443,6 @@ QUESTIONS: dict[int, list[Question]] = {
                 "(beta = 1 weighs both alike).",
                 "The temperature used to sample responses during training.",
             ),
-            answer="a",
-            explanation="DPO solves the same objective as RLHF, max E[r] - beta * KL(pi || "
-                        "pi_ref), in closed form: the implicit reward is beta * log(pi / "
-                        "pi_ref). A small beta means a given preference margin is reached with a "
-                        "larger log-ratio, so the policy moves further from the reference; a "
-                        "large beta keeps it close. Nothing is sampled during DPO training.",
         ),
     ],
     7: [
@@ -509,13 +459,6 @@ QUESTIONS: dict[int, list[Question]] = {
                 "policy is at most log N - (N - 1)/N.",
                 "It fine-tunes the policy on the best of the N responses, one step per query.",
             ),
-            answer="c",
-            explanation="Best-of-N aligns at inference time: no gradient, only N samples and N "
-                        "reward-model calls per prompt. Its distribution moves away from the base "
-                        "policy only logarithmically in N (at most log N - (N - 1)/N nats), which "
-                        "makes it the natural baseline for RLHF at equal KL. It still "
-                        "over-optimises: with a large N it picks the responses whose proxy score "
-                        "is most wrong, and the gold reward falls (Gao et al. 2022).",
         ),
         Question(
             id="q7.2", kind="choice",
@@ -530,21 +473,60 @@ QUESTIONS: dict[int, list[Question]] = {
                 "AI labels are always noisier than human ones, so a reward model trained on "
                 "them needs many more pairs to reach the same accuracy.",
             ),
-            answer="b",
-            explanation="An AI judge labels thousands of pairs for the price of a few human "
-                        "ones, and labels the same pair the same way every time. But it is a "
-                        "model with failure modes: in this course's world it cannot check "
-                        "arithmetic, misses stereotypes in jokes and likes apologetic answers. "
-                        "Whatever the labeler gets wrong, the reward model learns and the policy "
-                        "exploits, exactly as with human biases; only the biases differ.",
         ),
     ],
 }
 
 
-def questions_for(chapter: int) -> list[Question]:
-    return list(QUESTIONS.get(chapter, []))
+# ==============================================================================================
+# the answer key
 
 
-def all_questions() -> list[Question]:
-    return [q for ch in sorted(QUESTIONS) for q in QUESTIONS[ch]]
+def library_key() -> dict[str, Key] | None:
+    """The key that ships with the library (answer_key.py), or None where it was left out."""
+    try:
+        from .answer_key import KEY
+    except ImportError:
+        return None
+    return KEY
+
+
+def questions_for(chapter: int, key: dict[str, Key] | None = None) -> list[Question]:
+    """The questions of a chapter with their key: `key` (from `load_answer_key`) when given,
+    else the library's when it is installed; a question missing from the key has none."""
+    key = library_key() if key is None else key
+    return [q.with_key((key or {}).get(q.id)) for q in QUESTIONS.get(chapter, [])]
+
+
+def all_questions(key: dict[str, Key] | None = None) -> list[Question]:
+    return [q for ch in sorted(QUESTIONS) for q in questions_for(ch, key)]
+
+
+def answer_key_json(key: dict[str, Key]) -> str:
+    """The key as the JSON file that `--answer-key` reads."""
+    questions = {qid: {"answer": k.answer if isinstance(k.answer, str) else list(k.answer),
+                       "explanation": k.explanation, "why_not": dict(k.why_not)}
+                 for qid, k in key.items()}
+    return json.dumps({"about": "minialign answer key: keep it out of the students' hands",
+                       "questions": questions}, indent=2, ensure_ascii=False) + "\n"
+
+
+def load_answer_key(path) -> dict[str, Key]:
+    """Read a key written by `python -m minialign.course answer-key PATH`; ValueError (saying
+    what is wrong) when it does not fit the questions."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        entries = data["questions"]
+        key = {str(qid): Key(e["answer"] if isinstance(e["answer"], str) else tuple(e["answer"]),
+                             str(e.get("explanation", "")), dict(e.get("why_not", {})))
+               for qid, e in entries.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"--answer-key {path}: not an answer key written by `python -m "
+                         f"minialign.course answer-key` ({type(e).__name__}: {e})") from None
+    known = {q.id: q for ch in QUESTIONS.values() for q in ch}
+    unknown = sorted(set(key) - set(known))
+    if unknown:
+        raise ValueError(f"--answer-key {path}: no such question(s) {unknown}")
+    for qid, k in key.items():
+        known[qid].with_key(k)  # raises ValueError when the key does not fit the question
+    return key

@@ -4,12 +4,16 @@
     session.start_exercise(time_s=10)          # the wall-clock budget of this exercise
     student = Student(session)
     student.merge([1, 1, 2], (1, 1), 9)        # -> [9, 2], computed in the child
+    model = student.build(wire.Build("minialign.course.fixtures:tiny_gpt", seed=0))  # kept there
 
-`Session` keeps one sandboxed child (see `sandbox.py`) per student file, and replaces it after
-a crash, a timeout or a garbled reply, so that one exercise's disaster costs only that
-exercise. When the file's top-level code kills or hangs the child, the culprit statement is
-skipped on the next start. Every way student code can go wrong becomes a `StudentProblem`
-with a message written for the student:
+`Session` keeps one sandboxed child (see `sandbox.py`, isolated as `isolation.py` plans) per
+student file, and replaces it after a crash, a timeout or a garbled reply, so that one
+exercise's disaster costs only that exercise. When the file's top-level code kills or hangs
+the child, the culprit statement is skipped on the next start. Every string that comes from
+the child (messages, tracebacks, output, names) goes through `clean` before anything else sees
+it: a lone surrogate or a terminal escape sequence in one student's message cannot break or
+forge a report. Every way student code can go wrong becomes a `StudentProblem` with a message
+written for the student:
 
     NotAttempted     the function raised NotImplementedError (the untouched stub)
     StudentRaised    any other exception (sys.exit() included)
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -32,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import sandbox, wire
-from .markers import REPO_DIR
+from .isolation import Isolation
 
 
 @dataclass
@@ -43,7 +48,13 @@ class Limits:
     startup_s: float = 120.0  # starting Python and importing torch (slow on a busy machine)
     memory_mb: int = 2048  # address space the student may add on top of torch's
     output_chars: int = 2000  # captured stdout/stderr kept per exercise
-    drop_privileges: bool = True  # when the grader runs as root, student code runs as nobody
+    max_processes: int = 64  # processes and threads of one submission (cgroup or uid limit)
+    tmp_mb: int = 256  # size of the private /tmp, /var/tmp and /dev/shm (with namespaces)
+    drop_privileges: bool = True  # as root: student code runs as a uid of its own
+    namespaces: bool = True  # private mount and PID namespaces where the machine allows
+    cgroups: bool = True  # a pids + memory cgroup per worker where the machine allows (root)
+    allow_root: bool = False  # grade a class even if student code would have to run as root
+    max_skipped: int = 20  # top-level statements that crash the child skipped before giving up
 
 
 class StudentProblem(Exception):
@@ -120,41 +131,44 @@ class Worker:
 
     _ids = itertools.count(1)
 
-    def __init__(self, limits: Limits, cpu_s: int):
+    def __init__(self, limits: Limits, cpu_s: int, isolation: Isolation, library: Path):
         self.limits = limits
         self.cpu_s = cpu_s
-        self.tmp = Path(tempfile.mkdtemp(prefix="minialign-grade-"))
+        self.isolation, self.library = isolation, library
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"minialign-worker-{os.getpid()}-"))
+        os.chmod(self.tmp, 0o711)  # a worker's uid may pass to its cwd, not list the folder
         self.output_path = self.tmp / "output.txt"
         self.proc = None
+        self.plan = None
         self.returncode = None
         self.last_line = None  # the top-level statement the child was running (during load)
         self.worker_pid = None  # the worker's pid (and process group), from its "ready"
+        self.uid = None  # the uid student code runs as, from its "ready"
         self._req = self._resp = None
 
     def start(self):
+        self.plan = self.isolation.plan(self.tmp, self.library)
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
-        workdir = self.tmp / "cwd"
-        workdir.mkdir()
-        config = {"root": str(REPO_DIR), "fd_in": req_r, "fd_out": resp_w,
+        config = {"root": str(self.library), "fd_in": req_r, "fd_out": resp_w,
                   "parent_pid": os.getpid(), "memory_mb": self.limits.memory_mb,
-                  "cpu_s": self.cpu_s, "drop_privileges": self.limits.drop_privileges,
-                  "max_message_chars": self.limits.output_chars}
-        if self.limits.drop_privileges and hasattr(os, "getuid") and os.getuid() == 0:
-            os.chown(workdir, 65534, 65534)  # nobody must be able to stand in its cwd
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir),
-               "TMPDIR": str(workdir), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+                  "cpu_s": self.cpu_s, "max_processes": self.limits.max_processes,
+                  "max_message_chars": self.limits.output_chars, **self.plan.config()}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.tmp),
+               "TMPDIR": str(self.tmp), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                "MINIALIGN_SANDBOX": "1"}
-        with open(self.output_path, "wb") as out:
-            try:
-                self.proc = subprocess.Popen(
-                    sandbox.command("warden", config), pass_fds=(req_r, resp_w),
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=workdir, env=env,
-                    start_new_session=True)
-            finally:
-                os.close(req_r)
-                os.close(resp_w)
+        script = str(self.library / "minialign" / "course" / "sandbox.py")
+        out = os.open(self.output_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            self.proc = subprocess.Popen(
+                sandbox.command("warden", config, script), pass_fds=(req_r, resp_w),
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=self.tmp, env=env,
+                start_new_session=True)
+        finally:
+            os.close(out)
+            os.close(req_r)
+            os.close(resp_w)
         self._req, self._resp = req_w, resp_r
         os.set_blocking(self._req, False)
         try:
@@ -162,11 +176,12 @@ class Worker:
         except (EOFError, TimeoutError, wire.ProtocolError) as e:
             self.close()
             raise GraderError(f"the sandbox did not start ({type(e).__name__}); its output:\n"
-                              f"{self.read_output(0)[-1500:]}") from None
+                              f"{clean(self.read_output(0)[-1500:])}") from None
         if ready.get("op") != "ready":
             self.close()
             raise GraderError("the sandbox started but did not say it was ready")
         self.worker_pid = ready.get("pid") if type(ready.get("pid")) is int else None
+        self.uid = ready.get("uid") if type(ready.get("uid")) is int else None
         return self
 
     def request(self, message: dict, arrays=(), deadline=None, on_progress=None):
@@ -202,7 +217,8 @@ class Worker:
         return self.proc is not None and self.proc.poll() is None
 
     def close(self):
-        """Stop the warden (it kills everything under it), close the pipes, return the status."""
+        """Stop the warden (it kills everything under it), then make sure nothing of the
+        submission is left (its cgroup, its uid), close the pipes, return the status."""
         if self.proc is not None and self.returncode is None:
             if self.proc.poll() is None:
                 try:
@@ -214,13 +230,17 @@ class Worker:
                 except ProcessLookupError:
                     pass
             self.returncode = self.proc.returncode
-            if self.returncode == -signal.SIGKILL and self.worker_pid:
+            if self.returncode == -signal.SIGKILL and self.worker_pid and self.plan \
+                    and not self.plan.namespaces:
                 # the warden was killed from outside (by student code running as the same
                 # user) before it could clean up: at least kill the worker's process group
                 try:
                     os.killpg(self.worker_pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
+        if self.plan is not None:
+            self.isolation.release(self.plan)
+            self.plan = None
         for fd in (self._req, self._resp):
             if fd is not None:
                 try:
@@ -251,10 +271,16 @@ class Session:
     """A student's file loaded in a sandbox, restarted when a call kills or hangs it."""
 
     def __init__(self, path: Path, source: str, names: list[str], limits: Limits,
-                 cpu_s: int = 300):
+                 cpu_s: int = 300, isolation: Isolation | None = None,
+                 chapter: int | None = None):
+        """isolation: the grading run's (one of its own when None); chapter: the chapter
+        graded, whose exercises are stubs in the library the student's code sees."""
         self.path, self.source, self.names = Path(path), source, list(names)
         self.limits = limits
         self.cpu_s = cpu_s
+        self._own_isolation = isolation is None
+        self.isolation = isolation or Isolation(limits)
+        self.library = self.isolation.library(chapter)
         self.module_name = f"student_{Path(path).stem}_{secrets.token_hex(3)}"
         self.worker: Worker | None = None
         self.info: dict = {}  # name -> {"kind", "params", "signature"} from the last load
@@ -275,8 +301,8 @@ class Session:
             return True
         if self.load_failure:
             return False
-        for _ in range(5):
-            worker = Worker(self.limits, self.cpu_s)
+        for _ in range(self.limits.max_skipped + 1):
+            worker = Worker(self.limits, self.cpu_s, self.isolation, self.library)
             self._workers.append(worker)  # its files are removed by close(), started or not
             worker.start()
 
@@ -306,7 +332,7 @@ class Session:
                 continue
             self.worker = worker
             names = reply.get("names") if isinstance(reply.get("names"), dict) else {}
-            self.info = {k: v for k, v in names.items() if isinstance(v, dict)}
+            self.info = {k: _clean_info(v) for k, v in names.items() if isinstance(v, dict)}
             problems = reply.get("problems") if isinstance(reply.get("problems"), list) else []
             self.problems = [_clean_problem(p) for p in problems if isinstance(p, dict)]
             self.problems += [{"line": line, "names": [],
@@ -315,7 +341,8 @@ class Session:
                                           f"without it"}
                               for line, why in sorted(self.skipped.items())]
             return True
-        self.load_failure = "loading your file failed: its top-level code keeps crashing"
+        self.load_failure = (f"loading your file failed: more than {self.limits.max_skipped} "
+                             f"of its top-level statements stopped the grader")
         return False
 
     def start_exercise(self, time_s: float):
@@ -345,6 +372,8 @@ class Session:
             worker.close()
             worker.remove_files()
         self._workers.clear()
+        if self._own_isolation:
+            self.isolation.close()
 
     # ------------------------------------------------------------------------------------------
 
@@ -371,13 +400,13 @@ class Session:
         if reply.get("ok") is True:
             return reply, reply_arrays
         if "bad_return" in reply:
-            raise BadReturn(str(reply["bad_return"])[:200], str(reply.get("where", ""))[:100])
+            raise BadReturn(clean(reply["bad_return"], 200), clean(reply.get("where", ""), 100))
         error = reply.get("error") if isinstance(reply.get("error"), dict) else {}
-        type_name = str(error.get("type", "Exception"))[:100]
+        type_name = clean(error.get("type", "Exception"), 100)
         if type_name == "NotImplementedError":
-            raise NotAttempted(f"raised NotImplementedError: {str(error.get('message'))[:300]}")
-        raise StudentRaised(type_name, str(error.get("message", ""))[:self.limits.output_chars],
-                            str(error.get("traceback", ""))[:self.limits.output_chars])
+            raise NotAttempted(f"raised NotImplementedError: {clean(error.get('message'), 300)}")
+        raise StudentRaised(type_name, clean(error.get("message", ""), self.limits.output_chars),
+                            clean(error.get("traceback", ""), self.limits.output_chars))
 
     def decode(self, value, arrays):
         try:
@@ -396,13 +425,41 @@ def _clean_problem(problem: dict) -> dict:
     """A load problem as reported by the child, with the types the parent relies on."""
     names = problem.get("names")
     return {"line": problem.get("line") if type(problem.get("line")) is int else None,
-            "names": [n for n in names if isinstance(n, str)] if isinstance(names, list) else [],
-            "message": str(problem.get("message", ""))[:2000]}
+            "names": [clean(n, 200) for n in names if isinstance(n, str)]
+            if isinstance(names, list) else [],
+            "message": clean(problem.get("message", ""), 2000)}
+
+
+def _clean_info(info: dict) -> dict:
+    """A name's description from the child: strings cleaned, params as [[str, str], ...]."""
+    out = {k: clean(v, 300) for k, v in info.items() if isinstance(v, str)}
+    params = info.get("params")
+    if isinstance(params, list) and all(isinstance(p, list) and len(p) == 2 for p in params):
+        out["params"] = [[clean(a, 200), clean(b, 50)] for a, b in params]
+    return out
+
+
+# terminal control sequences: CSI (colours, cursor moves), OSC (window titles, hyperlinks),
+# and the other two-character ESC sequences
+ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?"
+                     r"|\x9b[0-?]*[ -/]*[@-~]")
+BIDI = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
+
+
+def clean(text, limit: int | None = None) -> str:
+    """Text from the sandbox made safe to print and to write: a lone surrogate becomes
+    `\\udxxx`, terminal escape sequences, control characters (but newline and tab) and
+    bidirectional overrides are removed; then at most `limit` characters."""
+    text = text if isinstance(text, str) else str(text)
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates
+    text = ESCAPES.sub("", text).translate(BIDI)
+    text = "".join(c for c in text if c in "\n\t" or not (c < " " or "\x7f" <= c <= "\x9f"))
+    return text if limit is None else text[:limit]
 
 
 def truncate(text: str, limit: int) -> str:
-    """Printable characters only, at most `limit` of them (the start and the end kept)."""
-    text = "".join(c for c in text if c in "\n\t" or (c.isprintable() and c != "\x1b"))
+    """`clean` text, at most `limit` characters of it (the start and the end kept)."""
+    text = clean(text)
     if len(text) <= limit:
         return text
     half = limit // 2
@@ -435,9 +492,7 @@ class RemoteFunction:
         """Call with options: return_args (see in-place changes), backward (gradients of the
         sum of the result, or of result[output], w.r.t. tensor arguments), keep (a handle)."""
         arrays: list = []
-        args = [a.handle if isinstance(a, RemoteObject) else a for a in args]
-        kwargs = {k: v.handle if isinstance(v, RemoteObject) else v
-                  for k, v in (kwargs or {}).items()}
+        args, kwargs = list(_handles(tuple(args))), _handles(dict(kwargs or {}))
         message = {"op": "call", "target": self._target,
                    "args": wire.encode(list(args), arrays),
                    "kwargs": wire.encode(kwargs, arrays),
@@ -499,3 +554,35 @@ class Student:
     def new(self, class_name: str, *args, **kwargs) -> RemoteObject:
         """Construct the student's class in the child and keep the object there."""
         return RemoteFunction(self._session, class_name).run(args, kwargs, keep=True).value
+
+    def build(self, build: wire.Build, keep: bool = True):
+        """Run trusted library code in the child: `build` names a function of the minialign
+        package and its arguments (RemoteObjects among them are passed as the kept objects).
+        keep=True keeps the result there and returns it as a RemoteObject; keep=False returns
+        the result itself, e.g. the parameters of a model after a student's step
+        (`fixtures.state_of`)."""
+        if type(build) is not wire.Build:
+            raise TypeError("Student.build takes a wire.Build")
+        arrays: list = []
+        message = {"op": "build", "value": wire.encode(_handles(build), arrays), "keep": keep}
+        reply, reply_arrays = self._session.request(message, arrays)
+        value = self._session.decode(reply.get("value"), reply_arrays)
+        if keep:
+            if not isinstance(value, wire.Handle):
+                raise StudentCrashed("the process running your code sent a garbled reply")
+            value = RemoteObject(self._session, value)
+        return value
+
+
+def _handles(value):
+    """`value` with every RemoteObject in it (in lists, tuples, dicts and Builds) replaced by
+    its handle, the form in which it crosses to the child."""
+    if isinstance(value, RemoteObject):
+        return value.handle
+    if type(value) in (list, tuple):
+        return type(value)(_handles(v) for v in value)
+    if type(value) is dict:
+        return {k: _handles(v) for k, v in value.items()}
+    if type(value) is wire.Build:
+        return wire.Build(value.target, *_handles(value.args), **_handles(value.kwargs))
+    return value

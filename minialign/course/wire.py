@@ -9,7 +9,8 @@ The JSON holds plain values; anything else is a tagged object:
     {"$tensor": i, "dtype": "torch.float32", "requires_grad": false}  array i of the blob
     {"$ndarray": i}                                    a numpy array (numeric dtypes only)
     {"$tuple": [...]}  {"$dict": [[key, value], ...], "type": "dict"}  {"$float": "nan"}
-    {"$handle": n, "type": "ClassName"}                an object kept in the child (a `new`)
+    {"$handle": n, "type": "ClassName"}                an object kept in the child (a `new`
+                                                       or a kept `build`)
     {"$build": "minialign.module:attr", "args": [...], "kwargs": {...}}   parent -> child only:
                                                        the child calls trusted library code to
                                                        build an argument (a tokenizer, a model)
@@ -19,6 +20,9 @@ subclass): an object of any other type, such as one whose `==` always answers Tr
 sent, and the child reports "returned an object of type X" instead. The blob is read with
 `np.load(..., allow_pickle=False)`, so an object array is refused. Sizes and nesting depth are
 bounded, and every decoding error is a `ProtocolError`, never a crash of the trusted parent.
+The blob's zip entries must be stored, not compressed (`np.savez` stores): a small compressed
+frame cannot inflate into gigabytes in the parent, and each array's header must claim no more
+bytes than its entry holds.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import os
 import select
 import struct
 import time
+import zipfile
 
 import numpy as np
 
@@ -68,7 +73,8 @@ class Build:
 
     Build("minialign.tokenizer:Tokenizer", merges) calls minialign.tokenizer.Tokenizer(merges) in
     the child; Build("minialign.course.fixtures:tiny_gpt", seed=0) calls a fixture function.
-    Arguments may themselves be Builds. Only targets inside the minialign package are allowed.
+    Arguments may themselves be Builds, or objects kept in the child (their handles). Only
+    targets inside the minialign package are allowed.
     """
 
     def __init__(self, target: str, *args, **kwargs):
@@ -249,6 +255,7 @@ def unpack(body: bytes, blob: bytes) -> tuple[dict, dict]:
         raise ProtocolError("a message must be a JSON object")
     arrays = {}
     if blob:
+        _check_blob(blob)
         try:
             with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
                 for key in npz.files:
@@ -260,6 +267,28 @@ def unpack(body: bytes, blob: bytes) -> tuple[dict, dict]:
         except Exception as e:  # includes ValueError "Object arrays cannot be loaded..."
             raise ProtocolError(f"unreadable arrays: {type(e).__name__}: {e}") from None
     return message, arrays
+
+
+def _check_blob(blob: bytes) -> None:
+    """Refuse a blob whose arrays would take more memory than its own size: compressed
+    entries, and array headers claiming more elements than their entry holds."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+            for entry in archive.infolist():
+                if entry.compress_type != zipfile.ZIP_STORED or entry.file_size > len(blob):
+                    raise ProtocolError("compressed arrays are not accepted")
+                with archive.open(entry) as f:
+                    version = np.lib.format.read_magic(f)
+                    header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                              np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = header(f, max_header_size=10_000)
+                    if math.prod(shape) * dtype.itemsize > entry.file_size:
+                        raise ProtocolError(f"array {entry.filename} claims more data than "
+                                            f"it holds")
+    except ProtocolError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a broken zip or header, whatever numpy raises
+        raise ProtocolError(f"unreadable arrays: {type(e).__name__}: {e}") from None
 
 
 def write_frame(fd: int, message: dict, arrays=(), deadline: float | None = None) -> None:
