@@ -1,6 +1,7 @@
 """Benchmarks on the machine at hand: how fast training and generation are, and why.
 
     python -m minialign bench [--out runs/default] [--fast]
+    python -m minialign bench --device cuda --size gpt2     a GPU, at GPT-2 small's shape
 
   matmul peak   the best fp32 GFLOP/s of a large square matmul (the machine's practical peak)
   training      tokens/s of the full training step (forward, backward, clip, AdamW) at the
@@ -10,6 +11,8 @@
   bf16          where bf16 is native (a CPU with AMX, most GPUs): the bf16 matmul peak and
                 the training speed under bf16 autocast, the precision pretraining
                 then uses (utils.use_bf16)
+  GPU           on CUDA the bf16 MFU is also given against the GPU's datasheet bf16 peak
+                (dense tensor-core FLOP/s) where the GPU is in `BF16_PEAK_TFLOPS`
   generation    tokens/s for 128 new tokens at batch 1 and batch 64, with and without the KV
                 cache, and the speed-up
   stages        wall time and peak memory of each stage, from DIR/summary.json when a full
@@ -27,7 +30,7 @@ from pathlib import Path
 import torch
 
 from .model import GPT, GPTConfig
-from .pretrain import PretrainConfig
+from .pretrain import SIZES, PretrainConfig
 from .utils import autocast, make_optimizer, pick_device, read_json, use_bf16, write_json
 
 
@@ -58,9 +61,28 @@ def matmul_peak(device, n: int = 1024, iters: int = 10, repeats: int = 5,
 
 
 def best_matmul_peak(device, dtype=torch.float32) -> float:
-    """The better of a 1024 and a 2048 square matmul: the machine's practical peak."""
-    return max(matmul_peak(device, 1024, dtype=dtype),
-               matmul_peak(device, 2048, iters=3, repeats=3, dtype=dtype))
+    """The better of a 1024 and a 2048 square matmul (4096 and 8192 on a GPU, which small
+    matmuls leave idle): the machine's practical peak."""
+    n = (1024, 2048) if device.type == "cpu" else (4096, 8192)
+    return max(matmul_peak(device, n[0], dtype=dtype),
+               matmul_peak(device, n[1], iters=3, repeats=3, dtype=dtype))
+
+
+# Datasheet dense bf16 tensor-core peaks, TFLOP/s (NVIDIA's spec sheets; sparsity not counted).
+# The MFU people quote (PaLM, nanoGPT) is against this number, not a measured matmul.
+BF16_PEAK_TFLOPS = {"H100 PCIe": 756, "H100": 989, "H200": 989, "A100": 312, "L40S": 362,
+                    "A10": 125, "L4": 121}
+
+
+def datasheet_bf16_peak(device) -> float | None:
+    """The GPU's datasheet bf16 peak in GFLOP/s, or None (a CPU, or a GPU not in the table)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in BF16_PEAK_TFLOPS.items():  # "H100 PCIe" is looked for before "H100"
+        if key in name:
+            return tflops * 1000.0
+    return None
 
 
 def flops_per_token(cfg: GPTConfig, seq_len: int) -> float:
@@ -115,24 +137,27 @@ def generation_speed(cfg: GPTConfig, batch_size: int, new_tokens: int, use_cache
     return batch_size * new_tokens / _best_time(run, repeats)
 
 
-def main(out_dir, fast: bool = False, device: str = "cpu") -> dict:
+def main(out_dir, fast: bool = False, device: str = "cpu", size: str = "default") -> dict:
     dev = pick_device(device)
-    pc = PretrainConfig.fast() if fast else PretrainConfig()
+    pc = PretrainConfig.fast(**SIZES[size]) if fast else PretrainConfig(**SIZES[size])
     cfg = pc.model_config(pc.vocab_size)
+    batch = pc.micro_batch_size or pc.batch_size  # rows per forward pass, as pretraining runs
     threads = torch.get_num_threads()
     print(f"bench on {dev} ({threads} threads), model: {cfg.n_layer} layers, {cfg.n_embd} "
           f"channels, {cfg.n_head} heads, vocab {cfg.vocab_size}, context {cfg.block_size}")
     peak = best_matmul_peak(dev)
-    tps = training_speed(cfg, pc.batch_size, dev)
+    tps = training_speed(cfg, batch, dev)
     achieved = tps * flops_per_token(cfg, cfg.block_size) / 1e9
     bf16 = None
     if use_bf16(dev, "auto"):  # the precision pretraining picks here
         bf16_peak = best_matmul_peak(dev, torch.bfloat16)
-        bf16_tps = training_speed(cfg, pc.batch_size, dev, bf16=True)
+        bf16_tps = training_speed(cfg, batch, dev, bf16=True)
         bf16_achieved = bf16_tps * flops_per_token(cfg, cfg.block_size) / 1e9
+        sheet = datasheet_bf16_peak(dev)
         bf16 = {"matmul_peak_gflops": bf16_peak, "train_tokens_per_second": bf16_tps,
                 "train_gflops": bf16_achieved, "mfu": bf16_achieved / bf16_peak,
-                "speedup_over_fp32": bf16_tps / tps}
+                "speedup_over_fp32": bf16_tps / tps, "datasheet_peak_gflops": sheet,
+                "mfu_vs_datasheet": bf16_achieved / sheet if sheet else None}
     gen_cfg = GPTConfig(**{**cfg.__dict__, "block_size": 8 + 128})
     gen = {}
     for b in (1, 64):
@@ -142,7 +167,8 @@ def main(out_dir, fast: bool = False, device: str = "cpu") -> dict:
                              "no_cache_tokens_per_second": without,
                              "speedup": with_cache / without}
     result = {
-        "device": str(dev), "threads": threads,
+        "device": str(dev), "threads": threads, "size": size,
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "model": {"n_layer": cfg.n_layer, "n_embd": cfg.n_embd, "n_head": cfg.n_head,
                   "vocab_size": cfg.vocab_size, "block_size": cfg.block_size,
                   "params": GPT(cfg).num_params()},
@@ -163,12 +189,15 @@ def main(out_dir, fast: bool = False, device: str = "cpu") -> dict:
 
     print(f"\nfp32 matmul peak            {peak:8.1f} GFLOP/s")
     print(f"training                    {tps:8.0f} tokens/s  {achieved:6.1f} GFLOP/s  "
-          f"MFU {achieved / peak:.0%}  (batch {pc.batch_size} x {cfg.block_size})")
+          f"MFU {achieved / peak:.0%}  (batch {batch} x {cfg.block_size})")
     if bf16:
         print(f"bf16 matmul peak            {bf16['matmul_peak_gflops']:8.1f} GFLOP/s")
         print(f"training, bf16 autocast     {bf16['train_tokens_per_second']:8.0f} tokens/s  "
               f"{bf16['train_gflops']:6.1f} GFLOP/s  MFU {bf16['mfu']:.0%} of the bf16 peak, "
               f"{bf16['speedup_over_fp32']:.2f}x fp32 (what pretraining uses here)")
+        if bf16["mfu_vs_datasheet"] is not None:
+            print(f"MFU against the datasheet bf16 peak ({bf16['datasheet_peak_gflops'] / 1000:.0f} "
+                  f"TFLOP/s)  {bf16['mfu_vs_datasheet']:.1%}")
     else:
         print("bf16: not native on this device; pretraining runs in fp32")
     for b, r in gen.items():

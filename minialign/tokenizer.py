@@ -33,6 +33,10 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>", "<|pa
 # (GPT-2 uses Unicode letter classes; the world is lowercase ASCII, and anything else still
 # round-trips through the byte fallback.)
 CHUNK_PATTERN = re.compile(r" ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+")
+# GPT-2's own split (Radford et al. 2019, its encoder.py), with Python's `re`: contractions, then
+# letters ([^\W\d_]: any Unicode letter), digits, other symbols, white space.
+GPT2_CHUNK_PATTERN = re.compile(
+    r"""'s|'t|'re|'ve|'m|'ll|'d| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+""")
 
 
 def get_pair_counts(ids, counts=None, weight=1):
@@ -74,11 +78,17 @@ class Tokenizer:
     """A trained byte-level BPE: `merges` in the order they were learned, and special tokens.
 
     Token ids: 0..255 are bytes, 256.. are merges in order, then the special tokens.
+    (`from_gpt2_files` loads GPT-2's BPE, whose 256 byte tokens come in another order: then
+    byte_ids[b] is the id of byte b, and GPT-2's chunk pattern splits the text.)
     """
 
-    def __init__(self, merges: list[tuple[int, int]], special_tokens=SPECIAL_TOKENS):
+    def __init__(self, merges: list[tuple[int, int]], special_tokens=SPECIAL_TOKENS,
+                 byte_ids: list[int] | None = None, pattern: str = "minialign"):
+        self.byte_ids = list(range(256)) if byte_ids is None else list(byte_ids)  # byte -> id
+        self.pattern = pattern  # "minialign" (CHUNK_PATTERN) or "gpt2" (GPT2_CHUNK_PATTERN)
+        self._chunk_re = GPT2_CHUNK_PATTERN if pattern == "gpt2" else CHUNK_PATTERN
         self.merges = {tuple(p): 256 + i for i, p in enumerate(merges)}  # pair -> new id
-        self.vocab = {i: bytes([i]) for i in range(256)}  # id -> bytes
+        self.vocab = {i: bytes([b]) for b, i in enumerate(self.byte_ids)}  # id -> bytes
         for (a, b), idx in self.merges.items():
             self.vocab[idx] = self.vocab[a] + self.vocab[b]
         first_special = 256 + len(merges)
@@ -155,7 +165,7 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         """Text -> token ids. Special-token strings in the text are encoded as plain text."""
         ids = []
-        for chunk in CHUNK_PATTERN.findall(text):
+        for chunk in self._chunk_re.findall(text):
             cached = self._cache.get(chunk)
             if cached is None:
                 cached = self._encode_chunk(chunk.encode("utf-8"))
@@ -165,7 +175,7 @@ class Tokenizer:
         return ids
 
     def _encode_chunk(self, data: bytes) -> list[int]:
-        ids = list(data)
+        ids = [self.byte_ids[b] for b in data]
         while len(ids) >= 2:
             # apply the earliest-learned merge present, as in training
             pairs = set(zip(ids, ids[1:]))
@@ -219,8 +229,11 @@ class Tokenizer:
     def save(self, path: str | Path) -> None:
         from .utils import write_json
 
-        write_json({"type": "minialign-bpe", "merges": [list(p) for p in self.merges],
-                    "special_tokens": list(self.special)}, path)
+        data = {"type": "minialign-bpe", "merges": [list(p) for p in self.merges],
+                "special_tokens": list(self.special)}
+        if self.pattern != "minialign":  # a loaded GPT-2 BPE: its byte order and its split
+            data.update(byte_ids=self.byte_ids, pattern=self.pattern)
+        write_json(data, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "Tokenizer":
@@ -228,7 +241,59 @@ class Tokenizer:
             data = json.load(f)
         if data.get("type") != "minialign-bpe":
             raise ValueError(f"{path} is not a minialign tokenizer file")
-        return cls([tuple(p) for p in data["merges"]], data["special_tokens"])
+        return cls([tuple(p) for p in data["merges"]], data["special_tokens"],
+                   data.get("byte_ids"), data.get("pattern", "minialign"))
+
+    @classmethod
+    def from_gpt2_files(cls, vocab_json: str | Path, merges_txt: str | Path,
+                        chat_tokens=SPECIAL_TOKENS[1:]) -> "Tokenizer":
+        """GPT-2's byte-level BPE (its `vocab.json` and `merges.txt`) as a minialign tokenizer.
+
+        GPT-2 writes each byte as a printable character (`bytes_to_unicode`: " " is "Ġ") and
+        lists its merges in the order they were learned; token i of vocab.json is byte or merge
+        i, so GPT-2's ids are kept and a GPT-2 checkpoint's embedding rows still fit. The chat
+        tokens (<|user|>, <|assistant|>, <|end|>, <|pad|>) are new: they get the ids after
+        GPT-2's <|endoftext|> (50257.. for GPT-2 itself), and the model's embedding must grow
+        to match (`GPT.from_hf_state_dict` then `own.resize_vocab`).
+        """
+        with open(vocab_json, encoding="utf-8") as f:
+            vocab = json.load(f)  # token string -> id
+        char_to_byte = {c: b for b, c in bytes_to_unicode().items()}
+
+        def to_bytes(token: str) -> bytes:
+            return bytes(char_to_byte[c] for c in token)
+
+        id_of = {to_bytes(t): i for t, i in vocab.items() if t != "<|endoftext|>"}
+        byte_ids = [id_of[bytes([b])] for b in range(256)]
+        lines = Path(merges_txt).read_text(encoding="utf-8").splitlines()
+        merges = []
+        for line in lines:
+            if not line.strip() or line.startswith("#version"):
+                continue
+            a, b = line.split(" ")
+            merges.append((id_of[to_bytes(a)], id_of[to_bytes(b)]))
+            expected = 256 + len(merges) - 1
+            if id_of.get(to_bytes(a) + to_bytes(b)) != expected:
+                raise ValueError(f"{merges_txt}: merge {line!r} should make token {expected} of "
+                                 f"{vocab_json}; are these the files of one tokenizer?")
+        if sorted(byte_ids) != list(range(256)):
+            raise ValueError(f"{vocab_json}: the first 256 ids must be the 256 bytes")
+        return cls(merges, ["<|endoftext|>", *chat_tokens], byte_ids, pattern="gpt2")
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's map from the 256 bytes to printable characters (so that vocab.json and
+    merges.txt are text): printable Latin-1 bytes map to themselves, the others to 256 + n."""
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+                 + list(range(ord("®"), ord("ÿ") + 1)))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
 
 
 def _contains(ids, pair) -> bool:

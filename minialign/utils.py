@@ -86,6 +86,20 @@ def set_seed(seed: int) -> torch.Generator:
     return g
 
 
+# One seed per stage, several random streams: each stream draws from `seed + its offset`, so
+# that drawing more from one stream never shifts another, and no two streams share numbers.
+EVAL_SEED_OFFSET = 1  # answers sampled on held-out prompts: a trained policy's evaluation, and
+#                       the best-of-N stage's candidates
+LABEL_SEED_OFFSET = 1  # the simulated labellers' noise, offset from the seed of the candidates
+#                        they rank (their draws never reuse the sampling's numbers)
+HELD_OUT_SEED_OFFSET = 7  # the held-out preference data: its candidates (and, + LABEL_SEED_OFFSET,
+#                           their labels), apart from the training prompts' streams
+FOOLING_SEED_OFFSET = 2  # compare: fresh answers of the weak-KL PPO policy, searched for the
+#                          ones that fool the reward model (not its evaluation answers again)
+PRESSURE_SEED_OFFSET = 11  # compare: the SFT samples best-of-N picks from under growing N (not
+#                            the bon stage's candidates again)
+
+
 def fast_mode() -> bool:
     """True when MINIALIGN_FAST=1: notebooks and tests shrink their training to seconds."""
     return os.environ.get("MINIALIGN_FAST", "0") not in ("", "0", "false", "False")
@@ -147,6 +161,27 @@ def write_text(text: str, path: str | Path) -> None:
     _atomic_write(Path(path), lambda f: f.write(text.encode()))
 
 
+def write_jsonl(rows: list[dict], path: str | Path) -> None:
+    """One JSON object per line (JSON Lines): a file a person can read, grep and extend."""
+    write_text("".join(json.dumps(row) + "\n" for row in rows), path)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The objects of a JSON Lines file (blank lines skipped). A line that is not JSON raises a
+    ValueError naming the file and the line; an empty file, one saying it holds nothing."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}, line {n}: not JSON ({e.msg})") from None
+    if not rows:
+        raise ValueError(f"{path} holds no examples")
+    return rows
+
+
 def _json_default(x):
     if isinstance(x, torch.Tensor):
         return x.tolist()
@@ -188,7 +223,11 @@ def progress(iterable=None, **kwargs):
 
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("leave", False)
-    kwargs.setdefault("disable", os.environ.get("MINIALIGN_NO_PROGRESS", "0") == "1")
+    from . import dist
+
+    # one bar per job: under torchrun only rank 0 shows it
+    kwargs.setdefault("disable", os.environ.get("MINIALIGN_NO_PROGRESS", "0") == "1"
+                      or not dist.is_main())
     return tqdm(iterable, **kwargs)
 
 
