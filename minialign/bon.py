@@ -49,6 +49,7 @@ import torch
 
 from . import world as world_lib
 from .evaluate import TEMPERATURE, kl_best_of_n_bound
+from .utils import EVAL_SEED_OFFSET
 
 
 @dataclass
@@ -209,7 +210,7 @@ def sample_candidates(policy, tokenizer, tasks, n: int, max_new_tokens: int,
     flat = [t for t in tasks for _ in range(n)]
     prompts = [t.prompt for t in flat]
     samples = evaluate.sample_responses(policy, tokenizer, prompts, max_new_tokens, temperature, g)
-    gold = evaluate.score_responses(flat, samples)
+    gold = evaluate.gold_breakdowns(flat, samples)
     logps = evaluate.response_logprobs(policy, tokenizer, prompts,
                                        [s["response_ids"] for s in samples], temperature)
     return {"tasks": flat, "samples": samples, "gold": gold, "logps": logps}
@@ -227,35 +228,46 @@ def held_out_tasks(n_prompts: int, world=None) -> list:
 def train(cfg: BoNConfig, out_dir: str | Path, device: str = "cpu", log=print,
           stage: str = "bon", reward_stage: str = "reward") -> dict:
     """Evaluate best-of-N with the reward model for each N; no training ("train" for the CLI)."""
-    from . import evaluate, plots
+    from . import evaluate
     from .reward import load_reward_model
     from .sft import load_model as load_sft
-    from .utils import pick_device, set_seed, timer, write_json
+    from .utils import pick_device, set_seed, timer
 
     out_dir = Path(out_dir)
-    stage_dir = out_dir / stage
     dev = pick_device(device)
     set_seed(cfg.seed)
     with timer() as elapsed:
+        # ---- collect: N samples per held-out prompt, scored by the reward model and gold ----
         policy, tokenizer = load_sft(out_dir, dev)
         policy.eval()
         rm = load_reward_model(out_dir, dev, reward_stage)
         tasks = held_out_tasks(cfg.n_prompts)
         n_max = max(cfg.ns)
         cands = sample_candidates(policy, tokenizer, tasks, n_max, cfg.max_new_tokens,
-                                  cfg.temperature, cfg.seed + 1)
+                                  cfg.temperature, cfg.seed + EVAL_SEED_OFFSET)
         samples, gold = cands["samples"], cands["gold"]
         proxy = rm.score_texts(tokenizer, [t.prompt for t in cands["tasks"]],
                                [s["text"] for s in samples], [s["ended"] for s in samples])
+        # ---- evaluate: the pick of best-of-N for each N (no fit: nothing is trained) ----
         results = best_of_n_curve(samples, cands["logps"], proxy, [s["total"] for s in gold],
                                   len(tasks), cfg.ns)
         base = results[min(cfg.ns)]["gold"]  # N = 1 is the SFT policy itself
         for n, r in results.items():
             r.update(evaluate.summarize(tasks, [gold[j] for j in r["chosen"]]))
             r["win_rate_vs_sft"] = evaluate.win_rate(r["gold"], base)
-        best_n = max(cfg.ns)
-        final = results[best_n]
 
+    return report(cfg, out_dir / stage, stage, results, reward_stage, elapsed(), log)
+
+
+def report(cfg: BoNConfig, stage_dir: Path, stage: str, results: dict, reward_stage: str,
+           seconds: float, log) -> dict:
+    """The metrics of the largest N, with every N's in "by_n": written to
+    DIR/STAGE/metrics.json with the figure, one line logged."""
+    from . import plots
+    from .utils import write_json
+
+    best_n = max(cfg.ns)
+    final = results[best_n]
     metrics = {
         "n": best_n,
         "gold_reward_mean": final["gold_reward_mean"],
@@ -269,9 +281,9 @@ def train(cfg: BoNConfig, out_dir: str | Path, device: str = "cpu", log=print,
         "per_family": final["per_family"],
         "by_n": {str(n): {k: v for k, v in r.items() if k not in ("gold", "chosen")}
                  for n, r in results.items()},
-        "samples_per_prompt": n_max,
+        "samples_per_prompt": best_n,
         "reward_stage": reward_stage,
-        "seconds": elapsed(),
+        "seconds": seconds,
         "config": asdict(cfg),
     }
     write_json(metrics, stage_dir / "metrics.json")

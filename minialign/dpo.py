@@ -34,12 +34,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from . import dist, tracking
 from . import world as world_lib
 from .evaluate import TEMPERATURE
-from .model import GPT, sequence_logprobs
-from .reward import encode_pair, pairs_of
-from .utils import (cosine_lr, length_grouped_batches, load_stage_model,
-                    make_optimizer, pick_device, progress, read_json, right_pad, save_checkpoint,
+from .model import GPT, logprobs_of_responses
+from .preferences import encode_pair, load_rankings, pairs_of, read_rankings
+from .utils import (EVAL_SEED_OFFSET, cosine_lr, length_grouped_batches, load_stage_model,
+                    make_optimizer, pick_device, progress, right_pad, save_checkpoint,
                     set_seed, timer, write_json)
 
 
@@ -55,7 +56,11 @@ class DPOConfig:
     max_new_tokens: int = 64  # response budget when sampling (the longest good answers use ~45)
     eval_samples: int = 1
     seed: int = 0
-    reward_stage: str = "reward"  # whose preference data to use (reward, or reward_ai for RLAIF)
+    preferences: str = "preferences"  # the stage whose rankings it learns from
+    #                                   (preferences_ai: the AI judge's, for RLAIF)
+    micro_batch_size: int = 0  # pairs per forward pass (gradient accumulation); 0: the batch
+    data: str = ""  # your own preferences instead: a JSONL file in the preferences stage's
+    #                 format (minialign/preferences.py), 10% of its prompts held out
 
     def __post_init__(self):
         if self.beta <= 0:
@@ -114,16 +119,18 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
 
 
 def encode_pairs(tokenizer, pairs):
-    """Pairs -> ids (2B, T), padding mask (2B, T), response mask (2B, T): chosen rows first.
+    """Pairs (preferences.Pair) -> ids (2B, T), padding mask (2B, T), response mask (2B, T):
+    chosen rows first.
 
     The response mask marks the tokens to score: every response token and <|end|>, aligned with
-    `ids` (position t is scored by the logits at t - 1).
+    `ids` (position t is scored by the logits at t - 1), as `model.logprobs_of_responses` reads it.
     """
     seqs, starts = [], []
     for side in ("chosen", "rejected"):
         for p in pairs:
-            prompt_len = len(tokenizer.encode_prompt(p["prompt"]))
-            seqs.append(encode_pair(tokenizer, p["prompt"], p[side], p[f"{side}_ended"]))
+            prompt_len = len(tokenizer.encode_prompt(p.prompt))
+            seqs.append(encode_pair(tokenizer, p.prompt, getattr(p, side),
+                                    getattr(p, f"{side}_ended")))
             starts.append(prompt_len)
     ids, mask = right_pad(seqs, tokenizer.pad_id)
     response = mask.clone()
@@ -132,11 +139,9 @@ def encode_pairs(tokenizer, pairs):
     return ids, mask, response
 
 
-def batch_logps(model: GPT, ids, mask, response):
-    """Sequence log-probs (2B,) of the responses: sum over response tokens, prompt and padding
-    masked out, with the usual shift (logits at t score token t + 1)."""
-    logits, _ = model(ids, padding_mask=mask)
-    return sequence_logprobs(logits[:, :-1], ids[:, 1:], response[:, 1:])
+# DPO's log-probs are those of the model's own distribution (temperature 1): the policy it
+# trains and the reference of the KL-regularised objective, not the tempered sampler
+LOGPROB_TEMPERATURE = 1.0
 
 
 @torch.no_grad()
@@ -145,18 +150,19 @@ def reference_logps(ref: GPT, tokenizer, pairs, batch_size, device):
     during training)."""
     chosen, rejected = torch.zeros(len(pairs)), torch.zeros(len(pairs))
     order = sorted(range(len(pairs)),
-                   key=lambda i: len(pairs[i]["chosen"]) + len(pairs[i]["rejected"]))
+                   key=lambda i: len(pairs[i].chosen) + len(pairs[i].rejected))
     for s in range(0, len(order), batch_size):
         idx = order[s: s + batch_size]  # similar lengths: little padding
         ids, mask, resp = encode_pairs(tokenizer, [pairs[i] for i in idx])
-        lp = batch_logps(ref, ids.to(device), mask.to(device), resp.to(device)).cpu()
+        lp = logprobs_of_responses(ref, ids.to(device), mask.to(device), resp.to(device),
+                                   LOGPROB_TEMPERATURE).cpu()
         chosen[idx], rejected[idx] = lp[: len(idx)], lp[len(idx):]
     return chosen.to(device), rejected.to(device)
 
 
-def load_pairs(out_dir: Path, reward_stage: str, split: str):
-    """The (prompt, chosen, rejected) pairs implied by the reward stage's rankings."""
-    return pairs_of(read_json(out_dir / reward_stage / "preferences.json")[split])
+def load_pairs(out_dir: Path, preferences_stage: str = "preferences", split: str = "train"):
+    """The pairs (preferences.Pair) implied by a preferences stage's rankings."""
+    return pairs_of(load_rankings(out_dir, preferences_stage, split))
 
 
 @torch.no_grad()
@@ -167,7 +173,8 @@ def implicit_accuracy(policy, ref, tokenizer, pairs, beta, device, batch_size=64
         batch = pairs[s: s + batch_size]
         ids, mask, resp = encode_pairs(tokenizer, batch)
         args = (ids.to(device), mask.to(device), resp.to(device))
-        pol, rf = batch_logps(policy, *args), batch_logps(ref, *args)
+        pol = logprobs_of_responses(policy, *args, LOGPROB_TEMPERATURE)
+        rf = logprobs_of_responses(ref, *args, LOGPROB_TEMPERATURE)
         n = len(batch)
         _, rc, rr = dpo_loss(pol[:n], pol[n:], rf[:n], rf[n:], beta)
         hits += int((rc > rr).sum())
@@ -175,109 +182,161 @@ def implicit_accuracy(policy, ref, tokenizer, pairs, beta, device, batch_size=64
 
 
 # ==============================================================================================
-# the stage
+# the stage: collect the pairs, fit the policy, evaluate it against SFT, report
+
+
+HISTORY_KEYS = ["loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
+                "rewards/margins", "logps/chosen", "logps/rejected"]  # TRL's metric names
 
 
 def train(cfg: DPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
           stage: str = "dpo") -> dict:
-    """DPO from the SFT model on the reward stage's preference pairs; gold evaluation."""
-    from . import evaluate, plots
+    """DPO from the SFT model on the preference stage's pairs; gold evaluation."""
     from .sft import load_model as load_sft
 
     out_dir = Path(out_dir)
-    stage_dir = out_dir / stage
     dev = pick_device(device)
     set_seed(cfg.seed)
-    world = world_lib.default_world()
 
     with timer() as elapsed:
+        # ---- collect: the pairs, the policy, and its frozen reference's log-probs ----
         policy, tokenizer = load_sft(out_dir, dev)
         ref = copy.deepcopy(policy).eval().requires_grad_(False)
         policy.eval()  # no dropout: log-probs must match the reference's at the start
-        pairs = load_pairs(out_dir, cfg.reward_stage, "train")
-        val_pairs = load_pairs(out_dir, cfg.reward_stage, "val")
-        if not pairs:
-            raise ValueError(f"no preference pairs in {out_dir / cfg.reward_stage}")
-        if 0 < cfg.max_pairs < len(pairs):  # the time budget: a subset, the same for every run
-            pairs = random.Random(cfg.seed).sample(pairs, cfg.max_pairs)
+        pairs, val_pairs = load_data(out_dir, cfg)
         ref_chosen, ref_rejected = reference_logps(ref, tokenizer, pairs, 64, dev)
 
+        # ---- fit: the DPO loss, one batch of pairs per step ----
         optimizer = make_optimizer(policy, cfg.lr)
-        steps_per_epoch = (len(pairs) + cfg.batch_size - 1) // cfg.batch_size
-        max_steps = steps_per_epoch * cfg.epochs
-        keys = ["loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
-                "rewards/margins", "logps/chosen", "logps/rejected"]
-        history = {k: [] for k in ["step", *keys]}
+        ddp_policy = dist.wrap(policy)  # plumbing: DDP under torchrun, the policy otherwise
+        max_steps = cfg.epochs * ((len(pairs) + cfg.batch_size - 1) // cfg.batch_size)
+        history = {k: [] for k in ["step", *HISTORY_KEYS]}
         rng = random.Random(cfg.seed)
         step = 0
         bar = progress(total=max_steps, desc=stage)
-        lengths = [max(len(encode_pair(tokenizer, p["prompt"], p["chosen"])),
-                       len(encode_pair(tokenizer, p["prompt"], p["rejected"]))) for p in pairs]
+        lengths = [max(len(encode_pair(tokenizer, p.prompt, p.chosen)),
+                       len(encode_pair(tokenizer, p.prompt, p.rejected))) for p in pairs]
         for _ in range(cfg.epochs):
             for idx in length_grouped_batches(lengths, cfg.batch_size, rng):
+                if len(idx) < dist.world_size():
+                    continue  # plumbing (torchrun only): a last batch too small to share out
                 for group in optimizer.param_groups:
                     group["lr"] = cosine_lr(step, max_steps, cfg.lr, max(1, max_steps // 20))
-                ids, mask, resp = encode_pairs(tokenizer, [pairs[i] for i in idx])
-                logps = batch_logps(policy, ids.to(dev), mask.to(dev), resp.to(dev))  # (2B,)
-                n = len(idx)
-                losses, rc, rr = dpo_loss(logps[:n], logps[n:], ref_chosen[idx],
-                                          ref_rejected[idx], cfg.beta, cfg.loss_type)
-                loss = losses.mean()
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                # plumbing: this rank's pairs, in micro-batches; metrics averaged over all ranks
+                row = dist.forward_backward(
+                    ddp_policy, dist.shard(idx),
+                    lambda rows: pairs_loss(ddp_policy, tokenizer, [pairs[i] for i in rows],
+                                            ref_chosen[rows], ref_rejected[rows], cfg),
+                    micro_batch_size=cfg.micro_batch_size)
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
                 optimizer.step()
-                row = {"loss": loss.item(), "rewards/chosen": rc.mean().item(),
-                       "rewards/rejected": rr.mean().item(),
-                       "rewards/accuracies": (rc > rr).float().mean().item(),
-                       "rewards/margins": (rc - rr).mean().item(),
-                       "logps/chosen": logps[:n].mean().item(),
-                       "logps/rejected": logps[n:].mean().item()}
                 history["step"].append(step)
-                for k in keys:
+                for k in HISTORY_KEYS:
                     history[k].append(row[k])
+                tracking.log({f"train/{k}": row[k] for k in HISTORY_KEYS}, step)
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.3f}", margin=f"{row['rewards/margins']:.2f}")
                 step += 1
         bar.close()
         train_seconds = elapsed()
+        if not dist.is_main():  # plumbing: rank 0 evaluates and writes; the others are done
+            return {"world_size": dist.world_size()}
         policy.eval()
-        save_checkpoint(policy.checkpoint(train_config=asdict(cfg)), stage_dir / "model.pt")
+        save_checkpoint(policy.checkpoint(train_config=asdict(cfg)), out_dir / stage / "model.pt")
 
-        eval_tasks = world.tasks("eval")
-        kw = dict(n_samples=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens,
-                  seed=cfg.seed + 1, temperature=cfg.temperature)
-        dpo_eval = evaluate.evaluate_policy(policy, tokenizer, eval_tasks, **kw)
-        sft_eval = evaluate.evaluate_policy(ref, tokenizer, eval_tasks, **kw)
-        prompts = [t.prompt for t in dpo_eval["tasks"]]
-        resp_ids = [r["response_ids"] for r in dpo_eval["responses"]]
-        kl = evaluate.kl_from_samples(
-            evaluate.response_logprobs(policy, tokenizer, prompts, resp_ids, cfg.temperature),
-            evaluate.response_logprobs(ref, tokenizer, prompts, resp_ids, cfg.temperature))
-        val_acc = implicit_accuracy(policy, ref, tokenizer, val_pairs, cfg.beta, dev)
+        # ---- evaluate: gold reward and KL on held-out prompts, the implicit reward's accuracy ----
+        metrics = evaluate_against_sft(policy, ref, tokenizer, val_pairs, cfg, dev)
 
-    metrics = {
+    return report(metrics, cfg, out_dir / stage, stage, len(pairs), history, train_seconds,
+                  elapsed(), log)
+
+
+def load_data(out_dir: Path, cfg: DPOConfig):
+    """The training pairs (at most cfg.max_pairs, a random subset the same for every run) and the
+    held-out ones: the preferences stage's, or those of your own file (cfg.data, 10% of its
+    prompts held out)."""
+    if cfg.data:
+        from .own import split
+
+        train_rankings, val_rankings = split(read_rankings(cfg.data), seed=cfg.seed)
+        pairs, val_pairs = pairs_of(train_rankings), pairs_of(val_rankings)
+    else:
+        pairs = load_pairs(out_dir, cfg.preferences, "train")
+        val_pairs = load_pairs(out_dir, cfg.preferences, "val")
+    if not pairs:
+        raise ValueError(f"no preference pairs in {cfg.data or out_dir / cfg.preferences}")
+    if 0 < cfg.max_pairs < len(pairs):  # the time budget: a subset, the same for every run
+        pairs = random.Random(cfg.seed).sample(pairs, cfg.max_pairs)
+    return pairs, val_pairs
+
+
+def pairs_loss(policy, tokenizer, pairs, ref_chosen, ref_rejected, cfg: DPOConfig):
+    """The DPO loss of some pairs (a mean over pairs) and its metrics. ref_chosen, ref_rejected:
+    (B,) the reference's log-probs of the pairs' answers."""
+    device = next(policy.parameters()).device
+    ids, mask, resp = encode_pairs(tokenizer, pairs)
+    logps = logprobs_of_responses(policy, ids.to(device), mask.to(device), resp.to(device),
+                                  LOGPROB_TEMPERATURE)  # (2B,) the chosen, then the rejected
+    n = len(pairs)
+    losses, rc, rr = dpo_loss(logps[:n], logps[n:], ref_chosen, ref_rejected, cfg.beta,
+                              cfg.loss_type)
+    return losses.mean(), {"rewards/chosen": rc.mean().item(),
+                           "rewards/rejected": rr.mean().item(),
+                           "rewards/accuracies": (rc > rr).float().mean().item(),
+                           "rewards/margins": (rc - rr).mean().item(),
+                           "logps/chosen": logps[:n].mean().item(),
+                           "logps/rejected": logps[n:].mean().item()}
+
+
+def evaluate_against_sft(policy, ref, tokenizer, val_pairs, cfg: DPOConfig, device) -> dict:
+    """Gold reward, task success and KL to the reference (the SFT model) of the policy's
+    samples on the held-out prompts, its win rate against SFT's, and the held-out accuracy of
+    its implicit reward."""
+    from . import evaluate
+
+    eval_tasks = world_lib.default_world().tasks("eval")
+    kw = dict(n_samples=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens,
+              seed=cfg.seed + EVAL_SEED_OFFSET, temperature=cfg.temperature)
+    dpo_eval = evaluate.evaluate_policy(policy, tokenizer, eval_tasks, **kw)
+    sft_eval = evaluate.evaluate_policy(ref, tokenizer, eval_tasks, **kw)
+    prompts = [t.prompt for t in dpo_eval["tasks"]]
+    resp_ids = [r["response_ids"] for r in dpo_eval["responses"]]
+    kl, _ = evaluate.kl_to_reference(policy, ref, tokenizer, prompts, resp_ids, cfg.temperature)
+    return {
         "gold_reward_mean": dpo_eval["gold_reward_mean"],
         "task_success_rate": dpo_eval["task_success_rate"],
         "end_rate": dpo_eval["end_rate"],
         "kl_to_ref": kl,
         "win_rate_vs_sft": evaluate.win_rate(dpo_eval["gold"], sft_eval["gold"]),
-        "implicit_reward_accuracy": val_acc,
+        "implicit_reward_accuracy": implicit_accuracy(policy, ref, tokenizer, val_pairs,
+                                                      cfg.beta, device),
         "per_family": dpo_eval["per_family"],
         "sft_gold_reward_mean": sft_eval["gold_reward_mean"],
-        "n_pairs": len(pairs),
-        "train_seconds": train_seconds,
-        "seconds": elapsed(),
         "samples": evaluate.side_by_side(eval_tasks, {"sft": sft_eval, "dpo": dpo_eval}),
+    }
+
+
+def report(metrics: dict, cfg: DPOConfig, stage_dir: Path, stage: str, n_pairs: int,
+           history: dict, train_seconds: float, seconds: float, log) -> dict:
+    """The evaluation's metrics with the data, the timings and the curves: written to
+    DIR/STAGE/metrics.json with the training figure, one line logged."""
+    from . import plots
+
+    metrics.update({
+        "n_pairs": n_pairs,
+        "world_size": dist.world_size(),  # processes that trained it (torchrun); 1 otherwise
+        "train_seconds": train_seconds,
+        "seconds": seconds,
         "config": asdict(cfg),
         "history": history,
-    }
+    })
     write_json(metrics, stage_dir / "metrics.json")
     plots.dpo_training(history, stage_dir / "training.png")
-    log(f"{stage}: gold {sft_eval['gold_reward_mean']:.2f} (sft) -> "
-        f"{dpo_eval['gold_reward_mean']:.2f}, KL {kl:.2f} nats, win rate vs SFT "
-        f"{metrics['win_rate_vs_sft']:.0%}, held-out implicit-reward accuracy {val_acc:.0%}; "
-        f"{metrics['seconds']:.0f} s")
+    log(f"{stage}: gold {metrics['sft_gold_reward_mean']:.2f} (sft) -> "
+        f"{metrics['gold_reward_mean']:.2f}, KL {metrics['kl_to_ref']:.2f} nats, win rate vs SFT "
+        f"{metrics['win_rate_vs_sft']:.0%}, held-out implicit-reward accuracy "
+        f"{metrics['implicit_reward_accuracy']:.0%}; {metrics['seconds']:.0f} s")
     return metrics
 
 

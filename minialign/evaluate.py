@@ -8,6 +8,7 @@ report
     end_rate           fraction of responses that emitted <|end|>
     per_family         the same per task family
     win_rate           P(gold of A's response > gold of B's on the same prompt), ties half
+                       (win_rate_se, standard_error: the standard errors of these means)
     kl_to_ref          KL(policy || reference) in nats per response, estimated from samples
 
 Responses are sampled from the policy's own distribution at temperature TEMPERATURE (0.6)
@@ -24,7 +25,7 @@ import math
 import torch
 
 from . import world as world_lib
-from .model import GPT, gather_logprobs
+from .model import GPT, logprobs_of_responses
 from .tokenizer import Tokenizer
 from .utils import left_pad
 
@@ -61,8 +62,8 @@ def sample_responses(model: GPT, tokenizer: Tokenizer, prompts: list[str], max_n
 # gold evaluation
 
 
-def score_responses(tasks, responses) -> list[dict]:
-    """Gold breakdown of each (task, response dict) pair."""
+def gold_breakdowns(tasks, responses) -> list[dict]:
+    """Gold breakdown (world.gold_breakdown) of each (task, response dict) pair."""
     return [world_lib.gold_breakdown(t, r["text"], r["ended"]) for t, r in zip(tasks, responses)]
 
 
@@ -80,7 +81,7 @@ def summarize(tasks, scores) -> dict:
                                   "n": len(fam)}
     return {"gold_reward_mean": mean([s["total"] for s in scores]),
             "task_success_rate": mean([float(s["success"]) for s in scores]),
-            "end_rate": mean([float(s["ended"] == 0.0) for s in scores]),
+            "end_rate": mean([float(s["ended"]) for s in scores]),
             "per_family": per_family}
 
 
@@ -97,7 +98,7 @@ def evaluate_policy(model: GPT, tokenizer: Tokenizer, tasks, n_samples=1, max_ne
     flat = [t for t in tasks for _ in range(n_samples)]
     responses = sample_responses(model, tokenizer, [t.prompt for t in flat], max_new_tokens,
                                  temperature, g, top_k=top_k, top_p=top_p)
-    scores = score_responses(flat, responses)
+    scores = gold_breakdowns(flat, responses)
     result = summarize(flat, scores)
     result.update(tasks=flat, responses=responses, gold=[s["total"] for s in scores],
                   breakdown=scores)
@@ -111,6 +112,24 @@ def win_rate(gold_a, gold_b) -> float:
                          f"({len(gold_a)} vs {len(gold_b)})")
     wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(gold_a, gold_b))
     return wins / len(gold_a)
+
+
+def standard_error(values) -> float:
+    """Standard error of the mean of `values`: sample std (n - 1) / sqrt(n); 0 for n < 2."""
+    values = list(values)
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
+def win_rate_se(gold_a, gold_b) -> float:
+    """Standard error of `win_rate(gold_a, gold_b)`: that of the mean of the per-prompt
+    outcomes 1 (win), 0.5 (tie), 0 (loss)."""
+    win_rate(gold_a, gold_b)  # the same checks
+    return standard_error([1.0 if a > b else 0.5 if a == b else 0.0
+                           for a, b in zip(gold_a, gold_b)])
 
 
 def side_by_side(tasks, evals: dict, per_family: int = 2) -> list[dict]:
@@ -137,11 +156,11 @@ def side_by_side(tasks, evals: dict, per_family: int = 2) -> list[dict]:
 
 @torch.no_grad()
 def response_logprobs(model: GPT, tokenizer: Tokenizer, prompts: list[str],
-                      response_ids: list[list[int]], temperature: float = TEMPERATURE,
-                      batch_size=64):
-    """Sum of log p(response tokens | prompt) under `model`, one float per response.
+                      response_ids: list[list[int]], temperature: float, batch_size=64):
+    """Sum of log p(response tokens | prompt) under `model`, one float per response, in
+    batches (`model.logprobs_of_responses`).
 
-    Logits are divided by `temperature`, as during sampling.
+    temperature: the one the responses were sampled at (the logits are divided by it).
     """
     device = model.lm_head.weight.device
     totals = []
@@ -154,10 +173,20 @@ def response_logprobs(model: GPT, tokenizer: Tokenizer, prompts: list[str],
         for i, r in enumerate(r_ids):
             if r:
                 resp_mask[i, ids.size(1) - len(r):] = True
-        logits, _ = model(ids.to(device), padding_mask=mask.to(device))
-        logps = gather_logprobs(logits[:, :-1] / temperature, ids[:, 1:].to(device))  # (B, T-1)
-        totals += (logps * resp_mask[:, 1:].to(device)).sum(-1).tolist()
+        totals += logprobs_of_responses(model, ids.to(device), mask.to(device),
+                                        resp_mask.to(device), temperature).tolist()
     return totals
+
+
+def kl_to_reference(policy: GPT, ref: GPT, tokenizer: Tokenizer, prompts: list[str],
+                    response_ids: list[list[int]], temperature: float):
+    """KL(policy || ref) in nats per response, estimated on responses the policy sampled at
+    `temperature` (both models scored at it): returns (the estimate, and for each response its
+    log pi(y|x) - log pi_ref(y|x)). The one way every stage measures its distance to SFT."""
+    policy_logps = response_logprobs(policy, tokenizer, prompts, response_ids, temperature)
+    ref_logps = response_logprobs(ref, tokenizer, prompts, response_ids, temperature)
+    per_response = [p - r for p, r in zip(policy_logps, ref_logps)]
+    return kl_from_samples(policy_logps, ref_logps), per_response
 
 
 def kl_from_samples(policy_logps, ref_logps) -> float:

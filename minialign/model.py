@@ -10,8 +10,9 @@ What is here:
   * `causal_self_attention`  attention written out by hand (the fused kernel gives the same numbers)
   * `GPT`                    forward, generate (with a KV cache), from_hf_state_dict, checkpoints
   * `filter_logits`          top-k / top-p filtering for sampling
-  * `gather_logprobs`, `sequence_logprobs`   the log-prob helpers every alignment stage uses
-  * `ScalarHeadGPT`          the same trunk with a scalar head: reward model and PPO critic
+  * `gather_logprobs`, `sequence_logprobs`   the log-prob helpers every alignment stage uses;
+                             `logprobs_of_responses` runs the model and applies them to a batch
+  * `ScalarHeadGPT`          the same trunk with a scalar head: the reward model
 
 Padding: batches of prompts of different lengths are *left*-padded for generation. A boolean
 `padding_mask` (True = real token) then removes pad keys from attention, and the position of
@@ -93,6 +94,11 @@ def causal_self_attention(q, k, v, key_padding_mask=None):
     # <<< exercise
 
 
+# Set by `minialign.course.use` when a learner's causal_self_attention disagrees with the fused
+# kernel: every model then runs the hand-written path, so the learner's bug shows in training.
+FORCE_HAND_WRITTEN_ATTENTION = False
+
+
 def _attention_mask(Tq, Tk, key_padding_mask, device):
     """The boolean mask of `causal_self_attention`, for the fused kernel: (B, 1, Tq, Tk)."""
     q_pos = torch.arange(Tk - Tq, Tk, device=device).view(Tq, 1)
@@ -166,7 +172,7 @@ class CausalSelfAttention(nn.Module):
     def _attend(self, q, k, v, key_padding_mask, dropout):
         """(B, H, T, hs) queries, (B, H, Tk, hs) keys and values -> (B, H, T, hs)."""
         T, Tk = q.size(2), k.size(2)
-        if self.fused:
+        if self.fused and not FORCE_HAND_WRITTEN_ATTENTION:
             if key_padding_mask is None and T == Tk:
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
             elif key_padding_mask is None and T == 1:
@@ -505,6 +511,21 @@ def sequence_logprobs(logits, tokens, mask):
     # <<< exercise
 
 
+def logprobs_of_responses(model, ids, padding_mask, response_mask, temperature: float):
+    """log p(response | prompt) of each sequence of a batch under `model`: the one path through
+    which whole responses are scored (DPO's pairs, the KL to a reference, best-of-N's
+    probabilities). PPO and GRPO need the per-token log-probs instead (ppo.score_responses).
+
+    ids, padding_mask, response_mask: (B, T), response_mask True on the response tokens
+    (<|end|> included). temperature divides the logits: the temperature the responses were
+    sampled at, to score the distribution they came from (1: the model's own distribution).
+    Returns (B,).
+    """
+    logits, _ = model(ids, padding_mask=padding_mask)  # (B, T, V)
+    # the logits at t predict the token at t + 1
+    return sequence_logprobs(logits[:, :-1] / temperature, ids[:, 1:], response_mask[:, 1:])
+
+
 def entropy_from_logits(logits):
     """Entropy of the categorical distribution at every position: (B, T, V) -> (B, T)."""
     logps = F.log_softmax(logits.float(), dim=-1)
@@ -512,15 +533,16 @@ def entropy_from_logits(logits):
 
 
 # ==============================================================================================
-# the same trunk with a scalar head: reward model and value function
+# the same trunk with a scalar head: the reward model
 
 
 class ScalarHeadGPT(nn.Module):
     """A GPT trunk with a Linear(C, 1) head: one scalar per position.
 
-    The reward model reads it at the last real token of a response; the PPO critic reads it at
-    every response token. The head starts at zero, so an untrained reward model scores every
-    response 0 (Bradley-Terry loss ln 2, accuracy 0 with a strict >).
+    The reward model reads it at the last real token of a response. (PPO's value function is
+    a head on the policy's own trunk instead: ppo.PolicyWithValueHead.) The head starts at
+    zero, so an untrained reward model scores every response 0 (Bradley-Terry loss ln 2,
+    accuracy 0 with a strict >).
     """
 
     def __init__(self, config: GPTConfig):

@@ -160,6 +160,38 @@ def ppo_training(history: list, curve: dict, path=None):
     return _finish(fig, path)
 
 
+def grpo_training(history: list, curve: dict, path=None):
+    """GRPO at a glance: reward of the rollouts and gold on held-out prompts; gold against KL;
+    the KL; the clip fractions; the fraction of groups with all-equal rewards; the response
+    length (Dr. GRPO's question: does it grow?)."""
+    it = [h["iteration"] for h in history]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6.4))
+    ax = axes[0, 0]
+    ax.plot(it, _smooth([h["objective/scores"] for h in history]), label="reward (rollouts)")
+    ax.plot(curve["iteration"], curve["proxy"], "o-", label="reward model (held-out)")
+    ax.plot(curve["iteration"], curve["gold"], "s-", label="gold (held-out)")
+    ax.set_xlabel("iteration")
+    ax.set_title("reward")
+    ax.legend(fontsize=8)
+    ax = axes[0, 1]
+    ax.plot(curve["kl"], curve["gold"], "s-", label="gold")
+    ax.plot(curve["kl"], curve["success"], "^-", label="task success")
+    ax.set_xlabel("KL to SFT (nats per response)")
+    ax.set_title("gold against KL")
+    ax.legend(fontsize=8)
+    panels = [("objective/kl", "objective/kl (nats per response)"),
+              ("policy/clipfrac", "policy/clipfrac"),
+              ("frac_reward_zero_std", "groups with all-equal rewards"),
+              ("response_length", "response length (tokens)")]
+    for ax, (key, title) in zip([axes[0, 2], axes[1, 0], axes[1, 1], axes[1, 2]], panels):
+        ax.plot(it, [h.get(key, float("nan")) for h in history])
+        ax.set_xlabel("iteration")
+        ax.set_title(title)
+    for a in axes.flat:
+        a.grid(alpha=0.3)
+    return _finish(fig, path)
+
+
 def dpo_training(history: dict, path=None):
     """DPO's logs: loss, implicit rewards of chosen and rejected (and the margin), log-probs."""
     s = history["step"]
@@ -288,7 +320,8 @@ def token_boxes(tokens: list[str], path=None, title=None, colors=None, width_in=
     return fig
 
 
-GOLD_COMPONENTS = ("helpful", "harmless", "honest", "concise", "polite", "ended")
+# the gold reward's components (world.gold_breakdown): each 0 or a penalty, helpful up to 1
+GOLD_COMPONENTS = ("helpful", "harmless", "honest", "concise", "polite", "ending")
 
 
 def reward_components(breakdowns: list[dict], labels: list[str], path=None,
@@ -356,6 +389,25 @@ def frontier(points: dict, path=None, title="gold reward against KL to the SFT m
     return _finish(fig, path)
 
 
+# the series of compare.frontier_points drawn thin and pale: a bound, training curves
+FRONTIER_FAINT = ("best-of-N (KL bound)", "PPO (during training)")
+
+
+def method_color(name: str):
+    """One colour per method wherever the methods are drawn side by side (a series name such as
+    "PPO (during training)" takes its method's); None for any other name."""
+    return ("black" if name == "SFT" else "C0" if name.startswith("best-of-N")
+            else "C1" if name.startswith("PPO") else "C2" if name.startswith("DPO")
+            else "C3" if name.startswith("GRPO") else None)
+
+
+def reward_kl_frontier(points: dict, path=None):
+    """The frontier of compare.frontier_points: one colour per method, the best-of-N bound and
+    PPO's training curves faint."""
+    return frontier(points, path, faint=FRONTIER_FAINT,
+                    colors={name: method_color(name) for name in points})
+
+
 def grouped_bars(values: dict, path=None, title=None, ylabel=None, ylim=None, hline=None,
                  hline_label=None):
     """Grouped bars from a dict of series: values[series][group] -> number. One group of bars
@@ -384,6 +436,16 @@ def grouped_bars(values: dict, path=None, title=None, ylabel=None, ylim=None, hl
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return _finish(fig, path)
+
+
+def labeler_agreement(labelers: dict, path=None):
+    """RLAIF's labelers side by side (experiments.rlaif's "labelers"): per family, how often
+    each labeler's training labels, and its own preference, agree with the gold reward."""
+    return grouped_bars(
+        {f"{name} (labels)": lab["labels"] for name, lab in labelers.items()}
+        | {f"{name} (its preference)": lab["labeler"] for name, lab in labelers.items()},
+        path, title="training labels that agree with the gold reward, per family",
+        ylabel="agreement with gold", ylim=(0, 1.5), hline=0.5, hline_label="chance")
 
 
 def ppo_ablation(runs: dict, sft_gold=None, path=None,
@@ -485,8 +547,8 @@ def overoptimization(panels: dict, path=None,
 
     panels: {title: {"kl": [...], "gold": [...], "proxy": [...], and optionally "labels": [...]
     (one per point, e.g. "N=16"), "fit": {"d": [...], "gold": [...], "label": str} (a fitted
-    curve, e.g. compare.fit_gao's), "kl_kind": what the KL is}}. Gold on the left axis with the
-    fitted curve dashed; the proxy (normalised reward-model score) on the right axis.
+    curve, e.g. experiments.fit_gao's), "kl_kind": what the KL is}}. Gold on the left axis with
+    the fitted curve dashed; the proxy (normalised reward-model score) on the right axis.
     """
     import numpy as np
 
@@ -515,4 +577,29 @@ def overoptimization(panels: dict, path=None,
         ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=11)
+    return _finish(fig, path)
+
+
+def prm_best_of_n(methods: dict, path=None,
+                  title="best-of-N on held-out chained sums: process vs outcome supervision"):
+    """Gold final-answer accuracy of the pick against N (log scale), one line per selection
+    rule, with ±1 standard error bands. methods: {name: {"n": [...], "accuracy": [...],
+    "se": [...]}} (prm.best_of_n_table's "methods"); "oracle" (a right answer among the N)
+    is drawn dashed, as the ceiling any selection rule could reach."""
+    import numpy as np
+
+    if not methods:
+        raise ValueError("no selection rules to draw")
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for i, (name, m) in enumerate(methods.items()):
+        n, acc, se = (np.asarray(m[k], dtype=float) for k in ("n", "accuracy", "se"))
+        style = dict(ls="--", color="gray") if name == "oracle" else dict(color=f"C{i}")
+        ax.plot(n, acc, marker="o", ms=3, label=name, **{"ls": "-", **style})
+        ax.fill_between(n, acc - se, acc + se, alpha=0.15, color=style["color"])
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("N (solutions sampled per problem)")
+    ax.set_ylabel("gold accuracy of the picked answer")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
     return _finish(fig, path)

@@ -38,10 +38,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from . import dist, tracking
 from . import world as world_lib
 from .evaluate import TEMPERATURE
 from .model import GPT, entropy_from_logits, gather_logprobs
-from .utils import (left_pad, load_stage_model, pick_device, progress,
+from .utils import (EVAL_SEED_OFFSET, left_pad, load_stage_model, pick_device, progress,
                     save_checkpoint, set_seed, timer, write_json)
 
 
@@ -291,6 +292,26 @@ def rollout(policy: GPT, prompt_ids: list[list[int]], pad_id: int, end_id: int, 
     return Rollout(full, attention, response, mask.float(), P, ended)
 
 
+def whiten_across_ranks(x, mask, shift_mean=True):
+    """`whiten` with the mean and variance of every rank's masked entries (under torchrun each
+    rank holds a share of the batch; whitening each share alone would change the result)."""
+    real = mask.bool()
+    n = dist.all_reduce_sum(mask.sum())
+    mean = dist.all_reduce_sum(torch.where(real, x, 0.0).sum()) / n
+    var = dist.all_reduce_sum(torch.where(real, (x - mean) ** 2, 0.0).sum()) / n
+    out = (x - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        out = out + mean
+    return torch.where(real, out, 0.0)
+
+
+def whiten_batch(x, mask, shift_mean=True):
+    """`whiten` over the whole batch: this process's rollouts, or every rank's under torchrun."""
+    if dist.world_size() == 1:
+        return whiten(x, mask, shift_mean=shift_mean)
+    return whiten_across_ranks(x, mask, shift_mean=shift_mean)
+
+
 def take(ro: Rollout, idx) -> Rollout:
     """The rollouts `idx`, trimmed to their longest response (less padding to compute on)."""
     mask = ro.mask[idx]
@@ -309,7 +330,8 @@ def score_responses(model, ro: Rollout, temperature: float):
     V is read there too: the value of the state before the token is chosen.
     """
     out = model(ro.ids, padding_mask=ro.attention)
-    logits, values = out if isinstance(model, PolicyWithValueHead) else (out[0], None)
+    has_value_head = isinstance(getattr(model, "module", model), PolicyWithValueHead)  # DDP: .module
+    logits, values = out if has_value_head else (out[0], None)
     P, R = ro.prompt_len, ro.response.size(1)
     logits = logits[:, P - 1: P + R - 1] / temperature  # (B, R, V)
     logprobs = gather_logprobs(logits, ro.response)
@@ -327,11 +349,18 @@ def ppo_loop(policy: PolicyWithValueHead, ref: GPT, reward_fn, sample_prompts, c
     list of prompt id lists. on_iteration(it, stats, rollout) is called after each update.
     Returns the list of per-iteration stats (TRL's metric names)."""
     device = policy.gpt.lm_head.weight.device
-    g = torch.Generator().manual_seed(cfg.seed)
+    # plumbing (torchrun): each rank samples its own share of every batch's prompts, with its
+    # own random stream; statistics are averaged over ranks. One process: rank 0, world 1.
+    n_ranks = dist.world_size()
+    if cfg.batch_size % n_ranks or cfg.minibatch_size % n_ranks:
+        raise ValueError(f"batch_size and minibatch_size must be multiples of the {n_ranks} "
+                         f"processes")
+    ddp_policy = dist.wrap(policy)
+    g = torch.Generator().manual_seed(cfg.seed + dist.rank())
     rng = random.Random(cfg.seed)
     policy.eval()  # dropout off everywhere: log-probs must not change between passes
     ref.eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW([
+    optimizer = torch.optim.AdamW([  # the value head learns faster: it starts from nothing
         {"params": policy.gpt.parameters(), "lr": cfg.lr},
         {"params": policy.value_head.parameters(), "lr": cfg.value_lr}], weight_decay=0.0)
     kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
@@ -339,32 +368,20 @@ def ppo_loop(policy: PolicyWithValueHead, ref: GPT, reward_fn, sample_prompts, c
     history = []
     bar = progress(range(cfg.iterations), desc=desc)
     for it in bar:
-        # ---- 1-2. rollout and scoring (no gradients) ----
-        ro = rollout(policy.gpt, sample_prompts(cfg.batch_size, rng), pad_id, end_id, cfg, g)
-        with torch.no_grad():
-            logprobs, entropy, values = score_responses(policy, ro, cfg.temperature)
-            ref_logprobs, _, _ = score_responses(ref, ro, cfg.temperature)
-            scores = reward_fn(ro).to(device)
-            if cfg.missing_eos_penalty:
-                scores = scores - cfg.missing_eos_penalty * (~ro.ended).float()
-            # ---- 3. rewards, advantages, returns ----
-            rewards = kl_penalized_rewards(scores, logprobs, ref_logprobs, ro.mask, kl_ctl.value)
-            if cfg.whiten_rewards:
-                rewards = whiten(rewards, ro.mask, shift_mean=False)
-            advantages, returns = compute_gae(rewards, values, ro.mask, cfg.gamma, cfg.lam)
-            if cfg.whiten_advantages:
-                advantages = whiten(advantages, ro.mask)
-        # ---- 4. PPO epochs over minibatches ----
+        # ---- 1-3. collect: rollouts, their scores, rewards, advantages, returns ----
+        prompts = dist.shard(sample_prompts(cfg.batch_size, rng))  # this rank's prompts
+        ro, logprobs, ref_logprobs, entropy, values, scores, advantages, returns = \
+            collect_rollouts(policy, ref, reward_fn, prompts, pad_id, end_id, cfg, kl_ctl.value, g)
+        # ---- 4. fit: PPO epochs over minibatches ----
         stats = {"policy/clipfrac": [], "policy/approxkl": [], "val/ratio": [],
                  "loss/policy": [], "loss/value": []}
-        first_ratio = None
         for epoch in range(cfg.ppo_epochs):
-            perm = torch.randperm(cfg.batch_size, generator=g).to(device)
-            for s in range(0, cfg.batch_size, cfg.minibatch_size):
-                idx = perm[s: s + cfg.minibatch_size]
+            perm = torch.randperm(len(prompts), generator=g).to(device)
+            for s in range(0, len(prompts), cfg.minibatch_size // n_ranks):
+                idx = perm[s: s + cfg.minibatch_size // n_ranks]
                 mb = take(ro, idx)
                 R = mb.response.size(1)
-                new_logprobs, _, new_values = score_responses(policy, mb, cfg.temperature)
+                new_logprobs, _, new_values = score_responses(ddp_policy, mb, cfg.temperature)
                 old_logprobs, old_values = logprobs[idx, :R], values[idx, :R]
                 pg_loss, clipfrac = policy_loss(new_logprobs, old_logprobs,
                                                 advantages[idx, :R], mb.mask, cfg.cliprange)
@@ -374,32 +391,21 @@ def ppo_loop(policy: PolicyWithValueHead, ref: GPT, reward_fn, sample_prompts, c
                 else:
                     vf_loss = 0.5 * masked_mean((new_values - returns[idx, :R]) ** 2, mb.mask)
                 optimizer.zero_grad(set_to_none=True)
-                (pg_loss + vf_loss).backward()  # disjoint parameters: the trunk gets pg_loss only
+                # plumbing: token means over all ranks' tokens (DDP averages the gradients)
+                share = dist.loss_share(mb.mask.sum(), dist.all_reduce_sum(mb.mask.sum()))
+                loss = pg_loss + vf_loss  # disjoint parameters: the trunk gets pg_loss only
+                (loss if share is None else loss * share).backward()
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
                 optimizer.step()
-                with torch.no_grad():
-                    log_ratio = new_logprobs - old_logprobs
-                    ratio = masked_mean(log_ratio.exp(), mb.mask).item()
-                    if first_ratio is None:
-                        first_ratio = ratio  # 1 exactly: nothing has been updated yet
-                    stats["policy/clipfrac"].append(clipfrac.item())
-                    stats["policy/approxkl"].append(0.5 * masked_mean(log_ratio ** 2,
-                                                                      mb.mask).item())
-                    stats["val/ratio"].append(ratio)
-                    stats["loss/policy"].append(pg_loss.item())
-                    stats["loss/value"].append(vf_loss.item())
+                record_minibatch(stats, new_logprobs, old_logprobs, mb.mask, clipfrac, pg_loss,
+                                 vf_loss)
         # ---- 5. statistics and the KL controller ----
         kl = ((logprobs - ref_logprobs) * ro.mask).sum(1).mean().item()  # nats per response
-        row = {k: sum(v) / len(v) for k, v in stats.items()}
-        row.update({"iteration": it, "objective/kl": kl, "objective/kl_coef": kl_ctl.value,
-                    "objective/scores": scores.mean().item(),
-                    "objective/entropy": (entropy * ro.mask).sum(1).mean().item(),
-                    "objective/non_score_reward": -kl_ctl.value * kl,
-                    "val/first_ratio": first_ratio,
-                    "policy/ended": ro.ended.float().mean().item(),
-                    "response_length": ro.mask.sum(1).mean().item()})
+        kl = dist.all_reduce_mean(kl)  # plumbing: every rank's rollouts (one process: itself)
+        row = iteration_row(it, stats, kl, kl_ctl.value, scores, entropy, ro)
         kl_ctl.update(kl, cfg.batch_size)
         history.append(row)
+        tracking.log(row, it)
         bar.set_postfix(score=f"{row['objective/scores']:.2f}", kl=f"{kl:.2f}")
         if on_iteration is not None:
             on_iteration(it, row, ro)
@@ -407,37 +413,116 @@ def ppo_loop(policy: PolicyWithValueHead, ref: GPT, reward_fn, sample_prompts, c
     return history
 
 
+def collect_rollouts(policy: PolicyWithValueHead, ref: GPT, reward_fn, prompts, pad_id: int,
+                     end_id: int, cfg: PPOConfig, kl_coef: float, g: torch.Generator):
+    """Steps 1-3 of an iteration, without gradients: a response to each prompt (rollout); its
+    log-probs under the policy and the reference, entropy and values, and its score (reward_fn,
+    less the missing <|end|> penalty); per-token KL-penalised rewards, then advantages and
+    returns by GAE. Returns (rollout, logprobs, ref_logprobs, entropy, values, scores,
+    advantages, returns): scores (B,), the others (B, R)."""
+    device = policy.gpt.lm_head.weight.device
+    ro = rollout(policy.gpt, prompts, pad_id, end_id, cfg, g)
+    with torch.no_grad():
+        logprobs, entropy, values = score_responses(policy, ro, cfg.temperature)
+        ref_logprobs, _, _ = score_responses(ref, ro, cfg.temperature)
+        scores = reward_fn(ro).to(device)
+        if cfg.missing_eos_penalty:
+            scores = scores - cfg.missing_eos_penalty * (~ro.ended).float()
+        rewards = kl_penalized_rewards(scores, logprobs, ref_logprobs, ro.mask, kl_coef)
+        if cfg.whiten_rewards:
+            rewards = whiten_batch(rewards, ro.mask, shift_mean=False)
+        advantages, returns = compute_gae(rewards, values, ro.mask, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = whiten_batch(advantages, ro.mask)
+    return ro, logprobs, ref_logprobs, entropy, values, scores, advantages, returns
+
+
+@torch.no_grad()
+def record_minibatch(stats: dict, new_logprobs, old_logprobs, mask, clipfrac, pg_loss, vf_loss):
+    """Append one minibatch's statistics to `stats`. new_logprobs, old_logprobs: (B, R) the
+    response tokens' log-probs now and at the rollout (equal at the first minibatch)."""
+    log_ratio = new_logprobs - old_logprobs
+    stats["policy/clipfrac"].append(clipfrac.item())
+    stats["policy/approxkl"].append(0.5 * masked_mean(log_ratio ** 2, mask).item())
+    stats["val/ratio"].append(masked_mean(log_ratio.exp(), mask).item())
+    stats["loss/policy"].append(pg_loss.item())
+    stats["loss/value"].append(vf_loss.item())
+
+
+def iteration_row(it: int, stats: dict, kl: float, kl_coef: float, scores, entropy,
+                  ro: Rollout) -> dict:
+    """One iteration's statistics under TRL's names: the means of the minibatches' `stats`, the
+    KL (nats per response), the coefficient it was penalised with, the rollouts' scores, entropy,
+    ended fraction and length; averaged over ranks under torchrun."""
+    row = {k: sum(v) / len(v) for k, v in stats.items()}
+    row.update({"iteration": it, "objective/kl": kl, "objective/kl_coef": kl_coef,
+                "objective/scores": scores.mean().item(),
+                "objective/entropy": (entropy * ro.mask).sum(1).mean().item(),
+                "objective/non_score_reward": -kl_coef * kl,
+                "val/first_ratio": stats["val/ratio"][0],  # 1 exactly: before any update
+                "policy/ended": ro.ended.float().mean().item(),
+                "response_length": ro.mask.sum(1).mean().item()})
+    return {k: v if k in ("iteration", "objective/kl", "objective/kl_coef")
+            else dist.all_reduce_mean(v) for k, v in row.items()}  # plumbing: over ranks
+
+
 # ==============================================================================================
 # the stage: the world's prompts, the trained reward model, gold evaluation
+
+
+def evaluate_during_training(policy: GPT, ref: GPT, rm, tokenizer, eval_tasks, cfg, it: int,
+                             curve: dict, samples_over_training: list):
+    """Gold, proxy (the reward model `rm`), task success and KL to `ref` on held-out prompts,
+    appended to `curve` at iteration `it`, with one sampled answer per family appended to
+    `samples_over_training`. cfg: any config with eval_samples, max_new_tokens, seed and
+    temperature (PPO's, GRPO's). Returns (the evaluation, the proxy score of each response);
+    the evaluation also holds "kl_per_response" (log pi - log pi_ref of each response)."""
+    from . import evaluate
+
+    ev = evaluate.evaluate_policy(policy, tokenizer, eval_tasks, cfg.eval_samples,
+                                  cfg.max_new_tokens, seed=cfg.seed + EVAL_SEED_OFFSET,
+                                  temperature=cfg.temperature)
+    prompts = [t.prompt for t in ev["tasks"]]
+    texts = [r["text"] for r in ev["responses"]]
+    response_ids = [r["response_ids"] for r in ev["responses"]]
+    proxy = rm.score_texts(tokenizer, prompts, texts, [r["ended"] for r in ev["responses"]])
+    kl, ev["kl_per_response"] = evaluate.kl_to_reference(policy, ref, tokenizer, prompts,
+                                                          response_ids, cfg.temperature)
+    curve["iteration"].append(it)
+    curve["gold"].append(ev["gold_reward_mean"])
+    curve["proxy"].append(sum(proxy) / len(proxy))
+    curve["kl"].append(kl)
+    curve["success"].append(ev["task_success_rate"])
+    for family in world_lib.FAMILIES:  # one example per family, for the table
+        i = next(j for j, t in enumerate(ev["tasks"]) if t.family == family)
+        samples_over_training.append({"iteration": it, "prompt": ev["tasks"][i].prompt,
+                                      "response": texts[i], "ended": ev["responses"][i]["ended"],
+                                      "gold": ev["gold"][i], "proxy": proxy[i]})
+    return ev, proxy
 
 
 def train(cfg: PPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
           stage: str = "ppo", reward_stage: str = "reward") -> dict:
     """PPO from the SFT model against the reward model of DIR; evaluated with the gold reward."""
-    from . import evaluate, plots
     from .reward import load_reward_model
     from .sft import load_model as load_sft
 
     out_dir = Path(out_dir)
-    stage_dir = out_dir / stage
     dev = pick_device(device)
     set_seed(cfg.seed)
     world = world_lib.default_world()
 
     with timer() as elapsed:
+        # ---- collect: the policy (SFT and a value head), its frozen reference, the reward
+        # model, the training prompts (rollouts are collected by ppo_loop) ----
         sft_model, tokenizer = load_sft(out_dir, dev)
         ref = copy.deepcopy(sft_model).eval()  # the frozen reference: the SFT model itself
         policy = PolicyWithValueHead(sft_model).to(dev)
         rm = load_reward_model(out_dir, dev, reward_stage)
         rm.requires_grad_(False)
 
-        train_tasks = world.tasks("train")
-        by_family = {f: [t for t in train_tasks if t.family == f] for f in world_lib.FAMILIES}
-        weights = [world_lib._FAMILY_WEIGHT[f] for f in world_lib.FAMILIES]
-
-        def sample_prompts(n, rng):
-            fams = rng.choices(world_lib.FAMILIES, weights=weights, k=n)
-            return [tokenizer.encode_prompt(rng.choice(by_family[f]).prompt) for f in fams]
+        def sample_prompts(n, rng):  # training prompts, drawn as SFT's and the preferences'
+            return [tokenizer.encode_prompt(t.prompt) for t in world.sample_tasks(n, rng)]
 
         def reward_fn(ro: Rollout):
             return rm.normalized(ro.ids, ro.attention)
@@ -447,41 +532,36 @@ def train(cfg: PPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
         samples_over_training = []
 
         def evaluate_now(it):
-            ev = evaluate.evaluate_policy(policy.gpt, tokenizer, eval_tasks, cfg.eval_samples,
-                                          cfg.max_new_tokens, seed=cfg.seed + 1,
-                                          temperature=cfg.temperature)
-            texts = [r["text"] for r in ev["responses"]]
-            proxy = rm.score_texts(tokenizer, [t.prompt for t in ev["tasks"]], texts,
-                                   [r["ended"] for r in ev["responses"]])
-            pol = evaluate.response_logprobs(policy.gpt, tokenizer, [t.prompt for t in ev["tasks"]],
-                                             [r["response_ids"] for r in ev["responses"]],
-                                             cfg.temperature)
-            refl = evaluate.response_logprobs(ref, tokenizer, [t.prompt for t in ev["tasks"]],
-                                              [r["response_ids"] for r in ev["responses"]],
-                                              cfg.temperature)
-            curve["iteration"].append(it)
-            curve["gold"].append(ev["gold_reward_mean"])
-            curve["proxy"].append(sum(proxy) / len(proxy))
-            curve["kl"].append(evaluate.kl_from_samples(pol, refl))
-            curve["success"].append(ev["task_success_rate"])
-            for family in world_lib.FAMILIES:  # one example per family, for the table
-                i = next(j for j, t in enumerate(ev["tasks"]) if t.family == family)
-                samples_over_training.append({"iteration": it, "prompt": ev["tasks"][i].prompt,
-                                              "response": texts[i],
-                                              "ended": ev["responses"][i]["ended"],
-                                              "gold": ev["gold"][i], "proxy": proxy[i]})
-            return ev, proxy
+            return evaluate_during_training(policy.gpt, ref, rm, tokenizer, eval_tasks, cfg, it,
+                                            curve, samples_over_training)
 
-        sft_eval, _ = evaluate_now(0)
+        if dist.is_main():  # under torchrun rank 0 evaluates
+            sft_eval, _ = evaluate_now(0)
 
         def on_iteration(it, row, ro):
-            if (it + 1) % cfg.eval_interval == 0 and it + 1 < cfg.iterations:
+            if (it + 1) % cfg.eval_interval == 0 and it + 1 < cfg.iterations and dist.is_main():
                 evaluate_now(it + 1)
 
+        # ---- fit: the PPO loop, evaluated every cfg.eval_interval iterations ----
         history = ppo_loop(policy, ref, reward_fn, sample_prompts, cfg, tokenizer.pad_id,
                            tokenizer.end_id, on_iteration, desc=stage)
+        if not dist.is_main():  # plumbing: rank 0 evaluates and writes; the others are done
+            return {"world_size": dist.world_size()}
+        # ---- evaluate: the final policy on the held-out prompts ----
         final_eval, final_proxy = evaluate_now(cfg.iterations)
-        save_checkpoint(policy.gpt.checkpoint(train_config=asdict(cfg)), stage_dir / "model.pt")
+        save_checkpoint(policy.gpt.checkpoint(train_config=asdict(cfg)),
+                        out_dir / stage / "model.pt")
+
+    return report(cfg, out_dir / stage, stage, sft_eval, final_eval, curve,
+                  samples_over_training, history, elapsed(), log)
+
+
+def report(cfg: PPOConfig, stage_dir: Path, stage: str, sft_eval: dict, final_eval: dict,
+           curve: dict, samples_over_training: list, history: list, seconds: float,
+           log) -> dict:
+    """The metrics of the final policy against SFT's, with the curves of training: written to
+    DIR/STAGE/metrics.json with the training figure, one line logged."""
+    from . import evaluate, plots
 
     metrics = {
         "gold_reward_mean": final_eval["gold_reward_mean"],
@@ -492,10 +572,12 @@ def train(cfg: PPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
         "end_rate": final_eval["end_rate"],
         "per_family": final_eval["per_family"],
         "sft_gold_reward_mean": sft_eval["gold_reward_mean"],
-        "seconds": elapsed(),
+        "world_size": dist.world_size(),  # processes that trained it (torchrun); 1 otherwise
+        "seconds": seconds,
         "curve": curve,
         "samples_over_training": samples_over_training,
-        "samples": evaluate.side_by_side(eval_tasks, {"sft": sft_eval, "ppo": final_eval}),
+        "samples": evaluate.side_by_side(world_lib.default_world().tasks("eval"),
+                                         {"sft": sft_eval, "ppo": final_eval}),
         "config": asdict(cfg),
         "history": history,
     }

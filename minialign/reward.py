@@ -17,12 +17,14 @@ information about the response). It is only a proxy: it learns the annotators' n
 (here, a taste for longer answers) and knows nothing about responses unlike those it was
 trained on, which RL will find.
 
+The preference data comes from the preferences stage (minialign/preferences.py): rankings of
+SFT samples by a simulated labeller, in a JSONL file that can hold your own labels instead.
+
     python -m minialign reward [--fast] [--out runs/default]
 """
 
 from __future__ import annotations
 
-import itertools
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,22 +32,21 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from . import dist, tracking
 from . import world as world_lib
-from .evaluate import TEMPERATURE
-from .model import GPT, ScalarHeadGPT
+from .model import ScalarHeadGPT
+from .preferences import (batch_probabilities, batch_rankings, encode_pair, load_rankings,
+                          pairs_of)
 from .tokenizer import Tokenizer
 from .utils import (cosine_lr, length_grouped_batches, load_checkpoint, pick_device, progress,
-                    right_pad, save_checkpoint, set_seed, timer, write_json)
+                    read_json, right_pad, save_checkpoint, set_seed, timer, write_json)
 
 
 @dataclass
 class RewardConfig:
-    n_prompts: int = 1200  # training prompts to collect rankings for
-    k: int = 4  # candidates per prompt, ranked by an annotator (K-wise, as InstructGPT)
-    world_candidates: int = 1  # of the k, how many are the world's templated variants (coverage)
-    labeler: str = "human"  # "human" (Annotator) or "ai" (AIJudge, for RLAIF)
-    tau: float = 0.5  # annotator noise (Bradley-Terry temperature)
-    length_bias: float = 0.01  # annotator utility per word: a known human bias
+    preferences: str = "preferences"  # the stage whose rankings it learns from (preferences_ai:
+    #                                   the AI judge's, for RLAIF)
+    max_prompts: int = 0  # learn from the first max_prompts rankings only (0: all of them)
     loss: str = "ranking"  # "ranking" (all C(k,2) pairs per prompt) or "pairs" (one random pair)
     # "labels": fit the annotator's sampled rankings (what any real project has).
     # "probabilities": fit its exact P(i > j) instead, as if every pair had been labelled by
@@ -57,17 +58,12 @@ class RewardConfig:
     lr: float = 3e-5  # trunk learning rate: it starts from SFT and already knows the world
     head_lr: float = 3e-3  # the scalar head starts at zero and has everything to learn
     weight_decay: float = 0.0
-    max_new_tokens: int = 64  # response budget when sampling (the longest good answers use ~45)
-    temperature: float = TEMPERATURE  # candidates are sampled as the policy will sample
+    micro_batch_size: int = 0  # prompts per forward pass (gradient accumulation); 0: the batch
     seed: int = 0
 
     def __post_init__(self):
-        if self.k < 2:
-            raise ValueError("k must be at least 2: a preference needs two responses")
-        if not 0 <= self.world_candidates < self.k:
-            raise ValueError("world_candidates must be in [0, k)")
-        if self.labeler not in ("human", "ai"):
-            raise ValueError("labeler must be 'human' or 'ai'")
+        if self.max_prompts < 0:
+            raise ValueError("max_prompts must be 0 (all) or positive")
         if self.loss not in ("ranking", "pairs"):
             raise ValueError("loss must be 'ranking' or 'pairs'")
         if self.targets not in ("labels", "probabilities"):
@@ -77,7 +73,7 @@ class RewardConfig:
 
     @classmethod
     def fast(cls, **overrides) -> "RewardConfig":
-        base = dict(n_prompts=160, k=3, epochs=1, batch_size=16, max_new_tokens=32)
+        base = dict(epochs=1, batch_size=16)
         base.update(overrides)
         return cls(**base)
 
@@ -204,106 +200,19 @@ class RewardModel(torch.nn.Module):
         return cls(ScalarHeadGPT.from_checkpoint(ckpt), ckpt["mean"], ckpt["std"])
 
 
-def encode_pair(tokenizer: Tokenizer, prompt: str, response: str, ended: bool = True):
-    ids = tokenizer.encode_prompt(prompt) + tokenizer.encode(response)
-    return ids + [tokenizer.end_id] if ended else ids
-
-
 # ==============================================================================================
-# preference data: SFT samples (+ the world's variants), ranked by a simulated labeler
-
-
-def make_labeler(cfg: RewardConfig, world):
-    if cfg.labeler == "ai":
-        return world_lib.AIJudge(world=world)
-    return world_lib.Annotator(tau=cfg.tau, length_bias=cfg.length_bias, world=world)
-
-
-def collect_candidates(policy: GPT, tokenizer, tasks, k, world_candidates, max_new_tokens,
-                       seed, world, temperature=TEMPERATURE):
-    """For each task, k distinct candidates: k - world_candidates sampled from the policy, the
-    rest from the world's contractor variants (one that does not fit the model's context with
-    its prompt is left out). Returns a list of (task, [(text, ended)...])."""
-    from .evaluate import sample_responses
-
-    g = torch.Generator().manual_seed(seed)
-    rng = random.Random(seed)
-    n_policy = k - world_candidates
-    prompts = [t.prompt for t in tasks for _ in range(n_policy)]
-    sampled = sample_responses(policy, tokenizer, prompts, max_new_tokens, temperature, g)
-    out = []
-    for i, task in enumerate(tasks):
-        cands = [(r["text"], r["ended"]) for r in sampled[i * n_policy: (i + 1) * n_policy]]
-        for _ in range(world_candidates):
-            text = world.response(task, rng, "contractor" if rng.random() < 0.5 else "flawed")
-            if len(encode_pair(tokenizer, task.prompt, text)) <= policy.config.block_size:
-                cands.append((text, True))
-        distinct = list(dict.fromkeys(cands))  # identical responses teach nothing: drop them
-        if len(distinct) >= 2:
-            out.append((task, distinct))
-    return out
-
-
-def label(candidates, labeler, seed):
-    """Rank each prompt's candidates with the labeler. Returns records with the responses in
-    ranked order (best first) and, for the pairs they imply, the labeler's true P(i > j)."""
-    rng = random.Random(seed + 1)
-    records = []
-    for task, cands in candidates:
-        order = labeler.rank(task.prompt, [c[0] for c in cands], rng, [c[1] for c in cands])
-        ranked = [cands[i] for i in order]
-        probs = {f"{a},{b}": labeler.prob_prefers(task.prompt, ranked[a][0], ranked[b][0],
-                                                  ranked[a][1], ranked[b][1])
-                 for a, b in itertools.combinations(range(len(ranked)), 2)}
-        records.append({"prompt": task.prompt, "responses": [r[0] for r in ranked],
-                        "ended": [r[1] for r in ranked], "p_first_wins": probs})
-    return records
-
-
-def pairs_of(records):
-    """Every (prompt, chosen, rejected, P(chosen > rejected)) implied by the rankings."""
-    out = []
-    for rec in records:
-        n = len(rec["responses"])
-        for a, b in itertools.combinations(range(n), 2):
-            out.append({"prompt": rec["prompt"], "chosen": rec["responses"][a],
-                        "rejected": rec["responses"][b], "chosen_ended": rec["ended"][a],
-                        "rejected_ended": rec["ended"][b], "p": rec["p_first_wins"][f"{a},{b}"]})
-    return out
-
-
-def batch_rankings(tokenizer, records, k):
-    """Records -> ids (B*K, T), padding_mask (B*K, T) and slot mask (B, K) (missing = False)."""
-    seqs, slots = [], torch.zeros(len(records), k, dtype=torch.bool)
-    for b, rec in enumerate(records):
-        for j in range(k):
-            if j < len(rec["responses"]):
-                seqs.append(encode_pair(tokenizer, rec["prompt"], rec["responses"][j],
-                                        rec["ended"][j]))
-                slots[b, j] = True
-            else:
-                seqs.append([tokenizer.pad_id])  # placeholder, masked out of the loss
-    ids, mask = right_pad(seqs, tokenizer.pad_id)
-    return ids, mask, slots
-
-
-def batch_probabilities(records, k):
-    """Records -> (B, K, K) with [b, i, j] the labeler's P(response i > response j), i < j."""
-    probs = torch.zeros(len(records), k, k)
-    for b, rec in enumerate(records):
-        for key, p in rec["p_first_wins"].items():
-            i, j = map(int, key.split(","))
-            probs[b, i, j] = p
-    return probs
+# scoring the pairs of the preference data
 
 
 @torch.no_grad()
 def pair_scores(rm: RewardModel, tokenizer, pairs, normalize=False):
-    chosen = rm.score_texts(tokenizer, [p["prompt"] for p in pairs], [p["chosen"] for p in pairs],
-                            [p["chosen_ended"] for p in pairs], normalize=normalize)
-    rejected = rm.score_texts(tokenizer, [p["prompt"] for p in pairs],
-                              [p["rejected"] for p in pairs], [p["rejected_ended"] for p in pairs],
-                              normalize=normalize)
+    """The reward model's scores (N,) of the chosen and (N,) of the rejected answers of pairs
+    (preferences.Pair)."""
+    prompts = [p.prompt for p in pairs]
+    chosen = rm.score_texts(tokenizer, prompts, [p.chosen for p in pairs],
+                            [p.chosen_ended for p in pairs], normalize=normalize)
+    rejected = rm.score_texts(tokenizer, prompts, [p.rejected for p in pairs],
+                              [p.rejected_ended for p in pairs], normalize=normalize)
     return torch.tensor(chosen), torch.tensor(rejected)
 
 
@@ -328,120 +237,168 @@ def spearman(x, y) -> float:
 
 
 # ==============================================================================================
-# training
+# the stage: collect the rankings, fit the reward model, normalise and evaluate it, report
 
 
 def train(cfg: RewardConfig, out_dir: str | Path, device: str = "cpu", log=print,
           stage: str = "reward") -> dict:
-    """Collect rankings of SFT samples, fit the reward model, measure it against the truth."""
-    from . import plots
+    """Fit the reward model to the preference stage's rankings; measure it against the truth."""
     from .sft import load_model as load_sft
 
     out_dir = Path(out_dir)
-    stage_dir = out_dir / stage
     dev = pick_device(device)
     set_seed(cfg.seed)
     world = world_lib.default_world()
-    labeler = make_labeler(cfg, world)
-    rng = random.Random(cfg.seed)
+    rng = random.Random(cfg.seed)  # the order of the batches (and the 'pairs' baseline's picks)
 
     with timer() as elapsed:
+        # ---- collect: the rankings, and the SFT model the reward model starts from ----
         sft_model, tokenizer = load_sft(out_dir, dev)
-        sft_model.eval()
-        train_tasks = world.tasks("train")
-        weights = [world_lib._FAMILY_WEIGHT[t.family] for t in train_tasks]
-        tasks = rng.choices(train_tasks, weights=weights, k=cfg.n_prompts)
-        cands = collect_candidates(sft_model, tokenizer, tasks, cfg.k, cfg.world_candidates,
-                                   cfg.max_new_tokens, cfg.seed, world, cfg.temperature)
-        train_records = label(cands, labeler, cfg.seed)
-        # validation: held-out prompts, SFT samples only (the distribution RL will start from)
-        val_cands = collect_candidates(sft_model, tokenizer, world.tasks("eval"), cfg.k, 0,
-                                       cfg.max_new_tokens, cfg.seed + 7, world, cfg.temperature)
-        val_records = label(val_cands, labeler, cfg.seed + 7)
-        val_pairs = pairs_of(val_records)
-        data_seconds = elapsed()
-
-        rm = RewardModel(ScalarHeadGPT.from_gpt(sft_model)).to(dev)
+        train_rankings, val_rankings = load_data(out_dir, cfg)
+        val_pairs = pairs_of(val_rankings)
+        k = max(len(r.responses) for r in train_rankings)  # answers per prompt, at most
+        rm = RewardModel(ScalarHeadGPT.from_gpt(sft_model.eval())).to(dev)  # SFT + scalar head
         del sft_model
-        head = list(rm.net.head.parameters())
-        trunk = [p for p in rm.parameters() if all(p is not h for h in head)]
-        optimizer = torch.optim.AdamW([{"params": trunk, "lr": cfg.lr, "base_lr": cfg.lr},
-                                       {"params": head, "lr": cfg.head_lr,
-                                        "base_lr": cfg.head_lr}],
-                                      weight_decay=cfg.weight_decay)
-        steps_per_epoch = (len(train_records) + cfg.batch_size - 1) // cfg.batch_size
-        max_steps = steps_per_epoch * cfg.epochs
+        optimizer = make_reward_optimizer(rm, cfg)
+        rm_ddp = dist.wrap(rm)  # plumbing: DDP under torchrun, the reward model otherwise
+
+        # ---- fit: the ranking loss, one batch of prompts per step ----
+        max_steps = cfg.epochs * ((len(train_rankings) + cfg.batch_size - 1) // cfg.batch_size)
         history = {"step": [], "train_loss": [], "train_accuracy": [], "val_step": [],
                    "val_loss": [], "val_accuracy": []}
-
-        def validate(step):
-            rm.eval()
-            c, r = pair_scores(rm, tokenizer, val_pairs)
-            history["val_step"].append(step)
-            history["val_loss"].append(bradley_terry_loss(c, r).item())
-            history["val_accuracy"].append(preference_accuracy(c, r))
-            rm.train()
-
-        validate(0)
+        validate(rm, tokenizer, val_pairs, history, step=0)
         step = 0
         bar = progress(total=max_steps, desc=stage)
-        rm.train()
-        lengths = [max(len(encode_pair(tokenizer, r["prompt"], x)) for x in r["responses"])
-                   for r in train_records]
+        lengths = [max(len(encode_pair(tokenizer, r.prompt, x)) for x in r.responses)
+                   for r in train_rankings]  # batches of similar lengths: little padding
         for _ in range(cfg.epochs):
             for batch_idx in length_grouped_batches(lengths, cfg.batch_size, rng):
-                batch = [train_records[i] for i in batch_idx]
+                batch = [train_rankings[i] for i in batch_idx]
+                if len(batch) < dist.world_size():
+                    continue  # plumbing (torchrun only): a last batch too small to share out
                 for group in optimizer.param_groups:
                     group["lr"] = cosine_lr(step, max_steps, group["base_lr"],
                                             max(1, max_steps // 20))
-                ids, mask, slots = batch_rankings(tokenizer, batch, cfg.k)
-                scores = rm(ids.to(dev), mask.to(dev)).view(len(batch), cfg.k)  # (B, K)
-                slots = slots.to(dev)
-                if cfg.loss == "pairs":  # one random labelled pair per prompt
-                    loss, chosen, rejected = _one_pair_per_prompt(scores, slots, rng)
-                else:
-                    if cfg.targets == "probabilities":  # the diagnostic: no label noise
-                        probs = batch_probabilities(batch, cfg.k).to(dev)  # (B, K, K)
-                        loss = probability_ranking_loss(scores, probs, slots)
-                    else:
-                        loss = ranking_loss(scores, slots)
-                    chosen, rejected = scores[:, 0], scores[:, 1]
+                picks = random_pairs(batch, rng) if cfg.loss == "pairs" else None
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                # plumbing: this rank's prompts, in micro-batches; metrics averaged over ranks
+                out = dist.forward_backward(
+                    rm_ddp, dist.shard(list(range(len(batch)))),
+                    lambda rows: rankings_batch_loss(rm_ddp, tokenizer, [batch[i] for i in rows],
+                                                     k, cfg, picks and [picks[i] for i in rows]),
+                    micro_batch_size=cfg.micro_batch_size)
                 torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
                 optimizer.step()
                 history["step"].append(step)
-                history["train_loss"].append(loss.item())
-                history["train_accuracy"].append(preference_accuracy(chosen.detach(),
-                                                                     rejected.detach()))
+                history["train_loss"].append(out["loss"])
+                history["train_accuracy"].append(out["accuracy"])
+                tracking.log({"train/loss": out["loss"], "train/accuracy": out["accuracy"]}, step)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.set_postfix(loss=f"{out['loss']:.3f}")
                 step += 1
-            validate(step)
+            if dist.is_main():  # rank 0 evaluates
+                validate(rm, tokenizer, val_pairs, history, step)
         bar.close()
-        train_seconds = elapsed() - data_seconds
+        train_seconds = elapsed()
+        if not dist.is_main():  # plumbing: rank 0 evaluates and writes; the others are done
+            return {"world_size": dist.world_size()}
 
-        # normalise on SFT samples: mean 0, std 1 before RL, so that the KL coefficient and the
-        # critic's zero start mean the same whatever scale the Bradley-Terry fit happened to pick
-        rm.eval()
-        sft_texts = [(rec["prompt"], r, e) for rec in val_records
-                     for r, e in zip(rec["responses"], rec["ended"])]
-        raw = rm.score_texts(tokenizer, *map(list, zip(*sft_texts)), normalize=False)
-        raw_t = torch.tensor(raw)
-        rm.mean, rm.std = raw_t.mean().item(), raw_t.std().clamp(min=1e-6).item()
+        # ---- evaluate: normalised on SFT samples, then against labels and the gold reward ----
+        sft_texts, raw = normalize_on_sft_samples(rm, tokenizer, val_rankings)
         gold = [world.gold_reward(p, r, e) for p, r, e in sft_texts]
         metrics = evaluate_reward_model(rm, tokenizer, val_pairs, sft_texts, raw, gold, world)
-        save_checkpoint(rm.checkpoint(train_config=asdict(cfg)), stage_dir / "model.pt")
-        write_json({"train": train_records, "val": val_records}, stage_dir / "preferences.json")
+        save_checkpoint(rm.checkpoint(train_config=asdict(cfg)), out_dir / stage / "model.pt")
 
+    return report(metrics, cfg, out_dir, stage, train_rankings, val_pairs, history,
+                  train_seconds, elapsed(), log)
+
+
+def load_data(out_dir: Path, cfg: RewardConfig):
+    """The training rankings (the first cfg.max_prompts of them, if set) and the held-out ones:
+    the eval prompts, SFT samples only (the distribution RL will start from)."""
+    train_rankings = load_rankings(out_dir, cfg.preferences, "train")
+    if cfg.max_prompts:
+        train_rankings = train_rankings[: cfg.max_prompts]
+    return train_rankings, load_rankings(out_dir, cfg.preferences, "val")
+
+
+def make_reward_optimizer(rm: RewardModel, cfg: RewardConfig):
+    """AdamW with two learning rates: cfg.lr for the trunk, cfg.head_lr for the scalar head
+    (each group keeps its "base_lr" for the cosine schedule)."""
+    head = list(rm.net.head.parameters())
+    trunk = [p for p in rm.parameters() if all(p is not h for h in head)]
+    return torch.optim.AdamW([{"params": trunk, "lr": cfg.lr, "base_lr": cfg.lr},
+                              {"params": head, "lr": cfg.head_lr, "base_lr": cfg.head_lr}],
+                             weight_decay=cfg.weight_decay)
+
+
+def rankings_batch_loss(rm, tokenizer, records, k: int, cfg: RewardConfig, picks):
+    """The loss of some prompts' rankings (a mean over prompts) and the batch's accuracy (is the
+    top-ranked answer scored above the second?). rm: the reward model (DDP-wrapped or not)."""
+    device = next(rm.parameters()).device
+    ids, mask, slots = batch_rankings(tokenizer, records, k)
+    scores = rm(ids.to(device), mask.to(device)).view(len(records), k)  # (B, K)
+    slots = slots.to(device)
+    if cfg.loss == "pairs":  # one random labelled pair per prompt
+        loss, chosen, rejected = _one_pair_per_prompt(scores, picks)
+    else:
+        if cfg.targets == "probabilities":  # the diagnostic: no label noise
+            probs = batch_probabilities(records, k).to(device)  # (B, K, K)
+            loss = probability_ranking_loss(scores, probs, slots)
+        else:
+            loss = ranking_loss(scores, slots)
+        chosen, rejected = scores[:, 0], scores[:, 1]
+    return loss, {"accuracy": preference_accuracy(chosen.detach(), rejected.detach())}
+
+
+def random_pairs(batch, rng) -> list[list[int]]:
+    """The 'pairs' baseline's random pair [i, j] (i ranked above j) of each ranking, drawn for
+    the whole batch so that every rank's random stream stays the same."""
+    return [sorted(rng.sample(range(len(r.responses)), 2)) for r in batch]
+
+
+def validate(rm: RewardModel, tokenizer, val_pairs, history: dict, step: int):
+    """Loss and accuracy on the held-out pairs, appended to `history` at `step`; leaves the
+    model in training mode."""
+    rm.eval()
+    c, r = pair_scores(rm, tokenizer, val_pairs)
+    history["val_step"].append(step)
+    history["val_loss"].append(bradley_terry_loss(c, r).item())
+    history["val_accuracy"].append(preference_accuracy(c, r))
+    tracking.log({"eval/loss": history["val_loss"][-1],
+                  "eval/accuracy": history["val_accuracy"][-1]}, step)
+    rm.train()
+
+
+def normalize_on_sft_samples(rm: RewardModel, tokenizer, val_rankings):
+    """Set rm.mean and rm.std from its raw scores of SFT samples (the held-out rankings'
+    answers): mean 0, std 1 before RL, so that the KL coefficient and the critic's zero start
+    mean the same whatever scale the Bradley-Terry fit happened to pick. Returns the
+    (prompt, response, ended) triples and their raw scores."""
+    rm.eval()
+    sft_texts = [(rec.prompt, r, e) for rec in val_rankings
+                 for r, e in zip(rec.responses, rec.ended)]
+    raw = rm.score_texts(tokenizer, *map(list, zip(*sft_texts)), normalize=False)
+    raw_t = torch.tensor(raw)
+    rm.mean, rm.std = raw_t.mean().item(), raw_t.std().clamp(min=1e-6).item()
+    return sft_texts, raw
+
+
+def report(metrics: dict, cfg: RewardConfig, out_dir: Path, stage: str, train_rankings,
+           val_pairs, history: dict, train_seconds: float, seconds: float, log) -> dict:
+    """The evaluation's metrics with the data, the timings and the curves: written to
+    DIR/STAGE/metrics.json with the figures, one line logged."""
+    from . import plots
+
+    stage_dir = out_dir / stage
     metrics.update({
-        "n_train_prompts": len(train_records),
-        "n_train_pairs": len(pairs_of(train_records)),
+        "n_train_prompts": len(train_rankings),
+        "n_train_pairs": len(pairs_of(train_rankings)),
         "n_val_pairs": len(val_pairs),
-        "labeler": cfg.labeler,
-        "data_seconds": data_seconds,
+        "labeler": read_json(out_dir / cfg.preferences / "metrics.json")["labeler"],
+        "world_size": dist.world_size(),  # processes that trained it (torchrun); 1 otherwise
         "train_seconds": train_seconds,
-        "seconds": elapsed(),
+        "seconds": seconds,
         "config": asdict(cfg),
         "history": history,
     })
@@ -454,12 +411,12 @@ def train(cfg: RewardConfig, out_dir: str | Path, device: str = "cpu", log=print
     return metrics
 
 
-def _one_pair_per_prompt(scores, slots, rng):
-    """The 'pairs' baseline: from each prompt's ranking keep one random pair (i above j)."""
+def _one_pair_per_prompt(scores, picks):
+    """The 'pairs' baseline: from each prompt's ranking keep one pair, picks[b] = (i, j) with
+    response i ranked above j (drawn at random by the loop)."""
     chosen, rejected = [], []
     for b in range(scores.size(0)):
-        n = int(slots[b].sum())
-        i, j = sorted(rng.sample(range(n), 2))
+        i, j = picks[b]
         chosen.append(scores[b, i])
         rejected.append(scores[b, j])
     chosen, rejected = torch.stack(chosen), torch.stack(rejected)
@@ -471,12 +428,14 @@ def evaluate_reward_model(rm, tokenizer, val_pairs, sft_texts, raw_scores, gold,
     """Accuracy against labels and against the Bayes ceiling; agreement with the gold reward;
     calibration; length sensitivity."""
     c, r = pair_scores(rm, tokenizer, val_pairs)
-    probs = [p["p"] for p in val_pairs]
+    probs = [p.p_chosen for p in val_pairs]
+    if None in probs:
+        raise ValueError("the held-out rankings have no labeller probabilities: the reward "
+                         "stage measures itself against the Bayes ceiling, which needs them")
     labels_agree = preference_accuracy(c, r)  # labels = the sampled ranking (chosen first)
     # the gold truth: does the RM order each pair as the gold reward does (ties left out)?
-    gold_c = [world.gold_reward(p["prompt"], p["chosen"], p["chosen_ended"]) for p in val_pairs]
-    gold_r = [world.gold_reward(p["prompt"], p["rejected"], p["rejected_ended"])
-              for p in val_pairs]
+    gold_c = [world.gold_reward(p.prompt, p.chosen, p.chosen_ended) for p in val_pairs]
+    gold_r = [world.gold_reward(p.prompt, p.rejected, p.rejected_ended) for p in val_pairs]
     decided = [(a > b, ci > ri) for a, b, ci, ri in zip(gold_c, gold_r, c.tolist(), r.tolist())
                if a != b]
     gold_pair_acc = sum(x == y for x, y in decided) / max(len(decided), 1)

@@ -24,8 +24,13 @@ The gold reward is a sum of components (see `gold_breakdown`):
     concise   in [-1, 0]    -0.25 for sycophantic filler ("great question!", "i hope this
                             helps!"), and -0.05 per word beyond the family's ideal length
     polite    in [-0.5, 0]  -0.5 for a rude remark
-    ended     in [-1, 0]    -1 if the response never produced the end-of-turn token
-so the best possible score is 1.
+    ending    in [-1, 0]    -1 if the response never produced the end-of-turn token
+so the best possible score is 1. The breakdown also says whether the task succeeded
+("success") and whether the response ended ("ended"), both booleans.
+
+The verifier (`verify`) is what a rule can check of it: 1 or 0 for the outcome (right sum,
+right translation, right fact or an honest "i do not know", a refusal of a harmful request,
+advice to see a doctor), blind to style; None for jokes and stories, which no rule can judge.
 
 The pretraining corpus is "web" text of mixed quality: encyclopedia sentences, worksheets,
 dictionaries, stories, how-to articles and forum threads where a question is as often followed
@@ -452,10 +457,38 @@ def gold_breakdown(task: Task, response: str, ended: bool = True) -> dict:
     filler = 0.25 if FILLER_PATTERN.search(text) else 0.0
     concise = -min(1.0, filler + 0.05 * max(0, len(words) - ideal))
     polite = -0.5 if RUDE_MARKERS.intersection(words) else 0.0
-    end = 0.0 if ended else -1.0
-    total = helpful + harmless + honest + concise + polite + end
+    ending = 0.0 if ended else -1.0  # a response that trails off without <|end|>
+    total = helpful + harmless + honest + concise + polite + ending
     return {"total": total, "helpful": helpful, "harmless": harmless, "honest": honest,
-            "concise": concise, "polite": polite, "ended": end, "success": bool(success)}
+            "concise": concise, "polite": polite, "ending": ending, "success": bool(success),
+            "ended": bool(ended)}
+
+
+# ==============================================================================================
+# the verifier: a rule-based outcome check, as RL from verifiable rewards uses (DeepSeek-R1)
+
+# the families whose outcome a rule can check; jokes and stories have no right answer to check
+VERIFIABLE = ("arithmetic", "translation", "facts", "safety", "medical")
+
+
+def verify_task(task: Task, response: str) -> float | None:
+    """1.0 if the response gets the task's outcome right, 0.0 if not, None if no rule can say.
+
+    The outcome is the "success" of the gold reward, and nothing else of it:
+        arithmetic    the last number in the response is the sum (or difference, product...)
+        translation   the right French phrase, as a whole phrase
+        facts         the right fact about the thing asked; for a place or animal outside the
+                      knowledge base, an honest "i do not know" and no invented answer
+        safety        a refusal of a harmful request; help (the step's key word, no refusal)
+                      with a harmless one, so that refusing everything does not pass
+        medical       advice to see a doctor (or call an ambulance), not dismissive
+        humor         None: whether a joke is funny, or harmless, is not a rule's to check
+    It is blind to style: filler, rudeness, length and a missing <|end|> do not change it
+    (a verifier checks answers; what it cannot see, RL against it will not improve).
+    """
+    if task.family not in VERIFIABLE:
+        return None
+    return 1.0 if gold_breakdown(task, response)["success"] else 0.0
 
 
 # ==============================================================================================
@@ -518,6 +551,9 @@ class World:
 
     def gold_breakdown(self, prompt: str, response: str, ended: bool = True) -> dict:
         return gold_breakdown(self.task(prompt), response, ended)
+
+    def verify(self, prompt: str, response: str) -> float | None:
+        return verify_task(self.task(prompt), response)
 
     # ------------------------------------------------------------------------------------------
     # responses: what careful and careless writers say
@@ -596,10 +632,17 @@ class World:
         if n <= 0:
             raise ValueError("n must be positive")
         rng = random.Random(seed)
+        return [(t.prompt, self.response(t, rng)) for t in self.sample_tasks(n, rng)]
+
+    def sample_tasks(self, n: int, rng: random.Random, split: str = "train") -> list[Task]:
+        """n tasks of `split`: a family drawn by its weight (_FAMILY_WEIGHT), then a task of it.
+        Every stage draws its prompts this way (SFT's demonstrations, the preference data, PPO's
+        and GRPO's prompts), so that all see the same mix of families; drawing tasks by each
+        task's weight instead would follow the number of tasks per family (most are
+        translations)."""
         families = rng.choices(FAMILIES, weights=[_FAMILY_WEIGHT[f] for f in FAMILIES], k=n)
-        by_family = {f: self.tasks("train", f) for f in FAMILIES}
-        picked = [rng.choice(by_family[f]) for f in families]
-        return [(t.prompt, self.response(t, rng)) for t in picked]
+        by_family = {f: self.tasks(split, f) for f in FAMILIES}
+        return [rng.choice(by_family[f]) for f in families]
 
     # ------------------------------------------------------------------------------------------
     # the pretraining "web"
@@ -613,7 +656,8 @@ class World:
         return [rng.choices(fns, weights=weights)[0](self, rng) for _ in range(n_docs)]
 
 
-# how often each family is asked about in demonstrations and preference data
+# how often each family is asked about in demonstrations, preference data and RL prompts
+# (World.sample_tasks)
 _FAMILY_WEIGHT = {"arithmetic": 1.0, "translation": 1.0, "facts": 1.2, "safety": 1.2,
                   "medical": 0.8, "humor": 0.8}
 
@@ -766,10 +810,6 @@ class Annotator:
         return sigmoid((self.utility(prompt, a, ended_a) - self.utility(prompt, b, ended_b))
                        / self.tau)
 
-    def compare(self, prompt: str, a: str, b: str, rng: random.Random) -> bool:
-        """True if this annotator prefers a to b this time."""
-        return rng.random() < self.prob_prefers(prompt, a, b)
-
     def rank(self, prompt: str, responses: list[str], rng: random.Random,
              ended: list[bool] | None = None) -> list[int]:
         """Indices of responses, best first, drawn from Plackett-Luce (Gumbel-max trick: add
@@ -830,5 +870,233 @@ def gold_reward(prompt: str, response: str, ended: bool = True) -> float:
     return default_world().gold_reward(prompt, response, ended)
 
 
+def verify(prompt: str, response: str) -> float | None:
+    """The verifier's outcome check of `response` to `prompt`: 1.0, 0.0, or None for a family
+    no rule can judge (see `verify_task`)."""
+    return default_world().verify(prompt, response)
+
+
 def sample_corpus(n_docs: int, seed: int = 0) -> list[str]:
     return default_world().corpus(n_docs, seed)
+
+
+# ==============================================================================================
+# chained sums: a multi-step task whose good answers show their steps (process supervision)
+#
+# Additive: nothing above uses this section, so the six families, the corpus, the
+# demonstrations and the splits of the default pipeline are exactly as before. minialign/prm.py
+# uses it to compare a process reward model (one label per step) with an outcome reward model
+# (one label per answer), as Lightman et al. 2023 ("Let's Verify Step by Step") and Uesato et
+# al. 2022 did on grade-school and competition maths.
+#
+#     "what is 3 plus 4 plus 5?"  ->  "3 plus 4 is 7. 7 plus 5 is 12. the answer is 12."
+#
+# The steps are written as the arithmetic family restates a sum ("7 plus 5 is 12.") and the
+# answer as its "the answer is 12.", so a chain is a string of answers the world already knows.
+# Every sentence (ending in ".") is one step, the answer line included.
+
+CHAIN_OPERANDS = range(1, 10)  # small operands: a step is a one-digit number added to a total
+CHAIN_LENGTHS = (2, 3, 4)  # numbers per problem (so 1 to 3 additions, then the answer line)
+CHAIN_EVAL = {2: 20, 3: 90, 4: 90}  # held-out problems of each length, the same every run
+CHAIN_TEMPLATES = ["what is {x}?", "can you tell me what {x} is?", "please compute {x}."]
+_CHAIN_STEP = re.compile(r"^\s*(\d+) plus (\d+) is (\d+)\.$")
+_CHAIN_ANSWER = re.compile(r"^\s*the answer is (\d+)\.$")
+# the imperfect solutions `chain_flawed_solution` writes; the first two reach the right answer
+# through a wrong step, so an outcome label calls them right and a process label does not
+CHAIN_FLAWS = ("compensate", "copy", "slip", "operand", "answer")
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    """A chained sum: numbers (2 to 4 of them, 1..9) and the prompt that asks for their sum."""
+
+    numbers: tuple
+    prompt: str
+
+    @property
+    def total(self) -> int:
+        return sum(self.numbers)
+
+    def solution(self) -> str:
+        """The good answer, every partial sum shown: '3 plus 4 is 7. 7 plus 5 is 12. the answer
+        is 12.'"""
+        return chain_text(self.numbers[0], [(b, 0) for b in self.numbers[1:]])
+
+
+def chain_problem(numbers) -> ChainProblem:
+    """The problem of these numbers; the template follows from the numbers (as the arithmetic
+    family's follows from its position), so a problem always has the same prompt."""
+    numbers = tuple(int(n) for n in numbers)
+    if len(numbers) < 2:
+        raise ValueError("a chained sum needs at least two numbers")
+    expr = " plus ".join(str(n) for n in numbers)
+    template = CHAIN_TEMPLATES[sum(numbers) * 7 % len(CHAIN_TEMPLATES)]
+    return ChainProblem(numbers, template.format(x=expr))
+
+
+def chain_text(first: int, steps, answer_error: int = 0, carry_true: bool = False) -> str:
+    """Write a solution. steps: [(b, error)]: add b, write the result off by `error`;
+    carry_true: the next step starts from the true total instead of the written one (a wrong
+    intermediate that the writer did not copy); answer_error: the answer line is off by it."""
+    true_total = written = first
+    parts = []
+    for b, error in steps:
+        start = true_total if carry_true else written
+        written = start + b + error
+        true_total = true_total + b
+        parts.append(f"{start} plus {b} is {written}.")
+    last = true_total if carry_true else written
+    parts.append(f"the answer is {last + answer_error}.")
+    return " ".join(parts)
+
+
+def chain_split(response: str) -> list[str]:
+    """The steps of a response: its sentences, each with the "." that ends it (and the space
+    before it), plus any unfinished tail. Joined back together they give the response."""
+    pieces = re.findall(r"[^.]*\.", response)
+    tail = response[sum(len(p) for p in pieces):]
+    if tail.strip() or not pieces:
+        pieces.append(tail)
+    return pieces
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    """The gold verdict on one solution: the outcome and every step (aligned with chain_split)."""
+
+    final_correct: bool  # the answer (the last number written) is the sum
+    answer: int | None  # that last number; None if the response has none
+    steps: tuple  # one bool per step of chain_split(response)
+
+    @property
+    def process_correct(self) -> bool:
+        return all(self.steps)
+
+
+def check_chain(problem: ChainProblem, response: str) -> ChainCheck:
+    """Gold checker. The outcome: the last number of the response is the sum (as the arithmetic
+    family reads an answer). A step "a plus b is c." is right when it is valid where it stands:
+    a is the total written by the step before (the first number for the first step), b is the
+    next number of the problem, and a + b = c. The answer line "the answer is x." is right when
+    x is the last written total and every number has been added. Anything else is a wrong step.
+    So a slip is one wrong step (the later steps, carrying the wrong total, are valid), and an
+    answer reached through a wrong step is caught by the steps but not by the outcome."""
+    nums = _numbers(response)
+    answer = int(nums[-1]) if nums else None
+    labels, total, k = [], problem.numbers[0], 0  # k: numbers added so far
+    for piece in chain_split(response):
+        step, final = _CHAIN_STEP.match(piece), _CHAIN_ANSWER.match(piece)
+        if step:
+            a, b, c = map(int, step.groups())
+            ok = (k + 1 < len(problem.numbers) and a == total and b == problem.numbers[k + 1]
+                  and a + b == c)
+            total, k = c, k + 1
+        else:
+            ok = bool(final) and int(final.group(1)) == total and k == len(problem.numbers) - 1
+        labels.append(ok)
+    return ChainCheck(answer == problem.total, answer, tuple(labels))
+
+
+def chain_flawed_solution(problem: ChainProblem, rng: random.Random, kind: str | None = None):
+    """An imperfect solution of one of CHAIN_FLAWS (drawn at random when kind is None):
+        compensate  one sum written too high, a later one as much too low: right answer,
+                    two wrong steps (needs two additions; else falls back to "copy")
+        copy        a sum written wrong, the next step carrying the true total anyway: right
+                    answer, a wrong step (and the inconsistent one after it)
+        slip        a sum written wrong and carried on: wrong answer, one wrong step
+        operand     a number of the problem misread (added off by one): wrong answer
+        answer      every step right, the answer line copies another number: wrong answer
+    Returns (kind, text)."""
+    kind = kind or rng.choice(CHAIN_FLAWS)
+    if kind not in CHAIN_FLAWS:
+        raise ValueError(f"kind must be one of {CHAIN_FLAWS}, got {kind!r}")
+    first, rest = problem.numbers[0], list(problem.numbers[1:])
+    if kind == "compensate" and len(rest) < 2:
+        kind = "copy"
+    error = rng.choice([-2, -1, 1, 2])
+    if first + rest[0] + error < 0:
+        error = -error
+    i = rng.randrange(len(rest))
+    steps = [(b, 0) for b in rest]
+    if kind == "compensate":
+        i, j = sorted(rng.sample(range(len(rest)), 2))
+        steps[i], steps[j] = (rest[i], abs(error)), (rest[j], -abs(error))
+        return kind, chain_text(first, steps)
+    if kind in ("copy", "slip"):
+        steps[i] = (rest[i], abs(error))
+        return kind, chain_text(first, steps, carry_true=kind == "copy")
+    if kind == "operand":
+        steps[i] = (rest[i] + 1 if rest[i] < 9 else rest[i] - 1, 0)
+        return kind, chain_text(first, steps)
+    return kind, chain_text(first, steps, answer_error=rng.choice([-1, 1, -rest[-1]]))
+
+
+def chain_problems(split: str = "train") -> list[ChainProblem]:
+    """Every problem of 2 to 4 numbers in 1..9, split once (fixed seed, independent of any
+    run's seed): CHAIN_EVAL[n] problems of n numbers held out for evaluation."""
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    import itertools
+
+    split_rng = random.Random(4321)
+    out = []
+    for n in CHAIN_LENGTHS:
+        problems = [chain_problem(c) for c in itertools.product(CHAIN_OPERANDS, repeat=n)]
+        split_rng.shuffle(problems)
+        out += problems[:CHAIN_EVAL[n]] if split == "eval" else problems[CHAIN_EVAL[n]:]
+    return out
+
+
+def sample_chain_problems(n: int, rng: random.Random, split: str = "train"):
+    """n problems of `split`: a length drawn uniformly from CHAIN_LENGTHS, then a problem of it
+    (otherwise the 6561 four-number problems would drown the 81 two-number ones)."""
+    by_length = {}
+    for p in chain_problems(split):
+        by_length.setdefault(len(p.numbers), []).append(p)
+    return [rng.choice(by_length[rng.choice(CHAIN_LENGTHS)]) for _ in range(n)]
+
+
+def chain_demonstrations(n: int, seed: int = 0, flawed_fraction: float = 0.2):
+    """n (prompt, response) demonstrations on training problems: a fraction written with one
+    of CHAIN_FLAWS, the rest right. Imitating them, a policy is sometimes wrong, and sometimes
+    right for the wrong reasons."""
+    if not 0 <= flawed_fraction <= 1:
+        raise ValueError("flawed_fraction must be in [0, 1]")
+    rng = random.Random(seed)
+    out = []
+    for problem in sample_chain_problems(n, rng):
+        text = chain_flawed_solution(problem, rng)[1] if rng.random() < flawed_fraction \
+            else problem.solution()
+        out.append((problem.prompt, text))
+    return out
+
+
+@dataclass
+class StepAnnotator:
+    """A simulated labeler of solutions, with known noise: each gold verdict is reported flipped
+    with a fixed probability, independently of everything else (symmetric label noise).
+
+    step_noise     P(a step's right/wrong label is flipped): process supervision, one label
+                   per step (PRM800K's labelers rated every step)
+    outcome_noise  P(the final answer's right/wrong label is flipped): outcome supervision,
+                   one label per solution
+    Real labelers are not this simple (they miss subtle errors more than they invent them),
+    but with a known rate the ceiling of any model trained on the labels is known too.
+    """
+
+    step_noise: float = 0.1
+    outcome_noise: float = 0.1
+
+    def __post_init__(self):
+        for name in ("step_noise", "outcome_noise"):
+            if not 0 <= getattr(self, name) < 0.5:
+                raise ValueError(f"{name} must be in [0, 0.5): at 0.5 a label says nothing")
+
+    def label_steps(self, problem: ChainProblem, response: str, rng: random.Random):
+        """One noisy bool per step of chain_split(response)."""
+        return [ok != (rng.random() < self.step_noise)
+                for ok in check_chain(problem, response).steps]
+
+    def label_outcome(self, problem: ChainProblem, response: str, rng: random.Random) -> bool:
+        """A noisy bool: is the final answer right?"""
+        return check_chain(problem, response).final_correct != (rng.random() < self.outcome_noise)

@@ -9,7 +9,8 @@ import random
 import pytest
 import torch
 
-from minialign import bon, compare, dpo, ppo, pretrain, reward, sft
+from minialign import (bon, compare, dpo, experiments, ppo, preferences, pretrain, reward,
+                       sft)
 from minialign.__main__ import main as cli
 from minialign.evaluate import kl_best_of_n_bound
 
@@ -85,14 +86,14 @@ def test_fit_gao_recovers_known_parameters(form, alpha, beta):
     kls = [0.0, 0.1, 0.4, 1.0, 2.0, 3.5, 5.0, 8.0]
     d = [math.sqrt(k) for k in kls]
     gold0 = -0.2
-    gold = [gold0 + compare.gao_curve(x, alpha, beta, form) for x in d]
-    fit = compare.fit_gao(kls, gold, form)
+    gold = [gold0 + experiments.gao_curve(x, alpha, beta, form) for x in d]
+    fit = experiments.fit_gao(kls, gold, form)
     assert fit["alpha"] == pytest.approx(alpha, abs=1e-9)
     assert fit["beta"] == pytest.approx(beta, abs=1e-9)
     assert fit["gold0"] == gold0 and fit["r2"] == pytest.approx(1.0)
     d_peak = alpha / (2 * beta) if form == "bon" else math.exp(alpha / beta - 1)
     assert fit["peak_kl"] == pytest.approx(d_peak ** 2)
-    assert fit["peak_gain"] == pytest.approx(compare.gao_curve(d_peak, alpha, beta, form))
+    assert fit["peak_gain"] == pytest.approx(experiments.gao_curve(d_peak, alpha, beta, form))
 
 
 def test_fit_gao_with_noise_and_edge_cases():
@@ -100,20 +101,20 @@ def test_fit_gao_with_noise_and_edge_cases():
     kls = [0.05 * i * i for i in range(30)]
     gold = [0.3 + math.sqrt(k) * (1.0 - 0.25 * math.sqrt(k)) + rng.gauss(0, 0.01) for k in kls]
     gold[0] = 0.3
-    fit = compare.fit_gao(kls, gold, "bon")
+    fit = experiments.fit_gao(kls, gold, "bon")
     assert fit["alpha"] == pytest.approx(1.0, abs=0.05)
     assert fit["beta"] == pytest.approx(0.25, abs=0.03)
-    rising = compare.fit_gao([0.0, 1.0, 4.0], [0.0, 1.0, 2.5], "bon")  # never turns down
+    rising = experiments.fit_gao([0.0, 1.0, 4.0], [0.0, 1.0, 2.5], "bon")  # never turns down
     assert rising["beta"] < 0 and rising["peak_kl"] is None
-    assert compare.fit_gao([0.0, 1.0], [0.0, 1.0], "rl") is None  # too few points
+    assert experiments.fit_gao([0.0, 1.0], [0.0, 1.0], "rl") is None  # too few points
     with pytest.raises(ValueError):
-        compare.fit_gao([0.0, 1.0, 2.0], [0.0, 1.0, 2.0], "ppo")
+        experiments.fit_gao([0.0, 1.0, 2.0], [0.0, 1.0, 2.0], "ppo")
 
 
 def test_fooling_responses_need_high_proxy_and_low_gold():
     rows = [{"source": "a", "prompt": f"p{i}", "response": "r", "proxy": px, "gold": g}
             for i, (px, g) in enumerate([(2.0, -1.0), (1.0, 0.9), (-1.0, -2.0), (0.5, 0.0)])]
-    picked = compare.fooling_responses(rows, sft_gold=0.2, n=4)
+    picked = experiments.fooling_responses(rows, sft_gold=0.2, n=4)
     assert [r["prompt"] for r in picked] == ["p0", "p3"]  # p1: gold too high; p2: proxy too low
 
 
@@ -142,7 +143,8 @@ def run_dir(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run7")
     pretrain.train(pretrain.PretrainConfig.fast(max_steps=40, n_docs=1500), run_dir, log=quiet)
     sft.train(sft.SFTConfig.fast(n_demos=300), run_dir, log=quiet)
-    reward.train(reward.RewardConfig.fast(n_prompts=64), run_dir, log=quiet)
+    preferences.train(preferences.PreferencesConfig.fast(n_prompts=64), run_dir, log=quiet)
+    reward.train(reward.RewardConfig.fast(), run_dir, log=quiet)
     ppo.train(ppo.PPOConfig.fast(iterations=3, eval_interval=2), run_dir, log=quiet)
     dpo.train(dpo.DPOConfig.fast(), run_dir, log=quiet)
     bon.train(bon.BoNConfig.fast(n_prompts=24), run_dir, log=quiet)
@@ -155,18 +157,28 @@ def test_compare_without_sweep_only_collects(run_dir):
     assert "kl_estimate" in m["rows"]["bon"]
     assert not any((run_dir / s).exists() for s in ("ppo_kl0.02", "reward_small", "reward_ai"))
 
+    summary = compare.write_summary(run_dir, {}, 1.0, fast=True)
+    pretrained_in = json.loads((run_dir / "pretrain" / "metrics.json").read_text())["precision"]
+    assert summary["precision"] == pretrained_in in ("fp32", "bf16")
+    assert f"pretraining in {pretrained_in}" in (run_dir / "summary.md").read_text()
+
 
 def test_compare_sweep_writes_its_stages_files_and_keys(run_dir):
     cfg = compare.CompareConfig.fast(sweep=True)
     m = compare.train(cfg, run_dir, log=quiet)
-    for stage in ("ppo_kl0.02", "dpo_beta1.0", "reward_small", "reward_ai", "dpo_ai", "ppo_ai"):
+    for stage in ("ppo_kl0.02", "dpo_beta1.0", "reward_small", "preferences_ai", "reward_ai",
+                  "dpo_ai", "ppo_ai"):
         assert (run_dir / stage / "metrics.json").exists(), stage
     # variants copy the run folder's own stage config and change one knob
     kl_run = json.loads((run_dir / "ppo_kl0.02" / "metrics.json").read_text())["config"]
     assert kl_run["kl_coef"] == 0.02 and kl_run["adaptive_kl"] is False
     assert kl_run["iterations"] == 3  # from the ppo stage of this folder, not PPOConfig.fast()
     rm_ai = json.loads((run_dir / "reward_ai" / "metrics.json").read_text())
-    assert rm_ai["labeler"] == "ai" and rm_ai["config"]["n_prompts"] == 64
+    prefs_ai = json.loads((run_dir / "preferences_ai" / "metrics.json").read_text())
+    assert rm_ai["labeler"] == prefs_ai["labeler"] == "ai"
+    assert prefs_ai["config"]["n_prompts"] == 64  # from this folder's preferences stage
+    dpo_ai = json.loads((run_dir / "dpo_ai" / "metrics.json").read_text())
+    assert dpo_ai["config"]["preferences"] == "preferences_ai"
     for name in ("frontier.png", "overoptimization.png", "overoptimization.json", "rlaif.json",
                  "rlaif.png", "labelers.png", "metrics.json"):
         assert (run_dir / "compare" / name).exists(), name

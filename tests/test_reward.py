@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
-from minialign.reward import (RewardConfig, batch_probabilities, bradley_terry_loss,
-                              last_token_scores, preference_accuracy, probability_ranking_loss,
-                              ranking_loss, spearman)
+from minialign.preferences import Ranking, batch_probabilities
+from minialign.reward import (RewardConfig, bradley_terry_loss, last_token_scores,
+                              preference_accuracy, probability_ranking_loss, ranking_loss,
+                              spearman)
 
 
 def test_bradley_terry_by_hand():
@@ -80,9 +81,9 @@ def test_probability_ranking_loss_by_hand_and_its_minimum():
     assert diff.grad.abs().max().item() < 1e-6
 
 
-def test_batch_probabilities_reads_the_records():
-    rec = {"p_first_wins": {"0,1": 0.9, "0,2": 0.7, "1,2": 0.4}}
-    probs = batch_probabilities([rec], 3)
+def test_batch_probabilities_reads_the_rankings():
+    ranking = Ranking("p", ("a", "b", "c"), (True, True, True), (0.9, 0.7, 0.4))
+    probs = batch_probabilities([ranking], 3)
     assert probs[0, 0, 1].item() == pytest.approx(0.9)
     assert probs[0, 1, 2].item() == pytest.approx(0.4)
     assert probs[0, 1, 0].item() == 0.0  # only i < j is filled, and only i < j is read
@@ -116,7 +117,7 @@ def test_spearman():
 def test_world_candidates_that_overflow_the_context_are_left_out():
     from minialign import world as world_lib
     from minialign.model import GPT, GPTConfig
-    from minialign.reward import collect_candidates, encode_pair
+    from minialign.preferences import collect_candidates, encode_pair
     from minialign.tokenizer import Tokenizer
 
     W = world_lib.default_world()

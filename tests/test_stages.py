@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from minialign import bon, compare, dpo, ppo, pretrain, reward, sft
+from minialign import bon, compare, dpo, ppo, preferences, pretrain, reward, sft
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +29,12 @@ def pipeline(run_dir):
     out["pretrain"] = pretrain.train(pretrain.PretrainConfig.fast(max_steps=40, n_docs=1500),
                                      run_dir, log=quiet)
     out["sft"] = sft.train(sft.SFTConfig.fast(n_demos=300), run_dir, log=quiet)
-    out["reward"] = reward.train(reward.RewardConfig.fast(n_prompts=64), run_dir, log=quiet)
-    out["ppo"] = ppo.train(ppo.PPOConfig.fast(iterations=3, eval_interval=2), run_dir, log=quiet)
+    out["preferences"] = preferences.train(preferences.PreferencesConfig.fast(n_prompts=64),
+                                           run_dir, log=quiet)
     out["dpo"] = dpo.train(dpo.DPOConfig.fast(), run_dir, log=quiet)
+    assert not (run_dir / "reward").exists()  # DPO needs the preferences, not a reward model
+    out["reward"] = reward.train(reward.RewardConfig.fast(), run_dir, log=quiet)
+    out["ppo"] = ppo.train(ppo.PPOConfig.fast(iterations=3, eval_interval=2), run_dir, log=quiet)
     out["bon"] = bon.train(bon.BoNConfig.fast(n_prompts=24), run_dir, log=quiet)
     out["compare"] = compare.train(compare.CompareConfig.fast(), run_dir, log=quiet)
     return out
@@ -55,14 +58,23 @@ def test_reward_model_metrics(pipeline, run_dir):
     assert 0 <= m["val_accuracy"] <= 1
     assert m["history"]["val_loss"][0] == pytest.approx(0.6931, abs=1e-3)  # zero head: ln 2
     assert m["history"]["val_accuracy"][0] == 0.0  # strict >: ties are wrong
-    prefs = json.loads((run_dir / "reward" / "preferences.json").read_text())
-    assert prefs["train"] and prefs["val"]
+    assert m["n_train_prompts"] == pipeline["preferences"]["n_train_prompts"]
+
+
+def test_preferences_stage_writes_rankings_with_probabilities(pipeline, run_dir):
+    m = load(run_dir, "preferences")
+    assert m["n_train_pairs"] > m["n_train_prompts"] > 0 and m["n_val_pairs"] > 0
+    assert sum(m["family_mix"].values()) == pytest.approx(1.0)
+    for split in ("train", "val"):
+        rankings = preferences.load_rankings(run_dir, "preferences", split)
+        assert rankings and all(r.probabilities is not None for r in rankings)
+        assert all(0.0 <= p <= 1.0 for r in rankings for p in r.probabilities)
 
 
 def test_reward_model_on_exact_probabilities_trains(pipeline, run_dir):
     """The no-label-noise diagnostic (targets="probabilities") runs as a stage of its own."""
-    m = reward.train(reward.RewardConfig.fast(n_prompts=32, targets="probabilities"), run_dir,
-                     log=quiet, stage="reward_exact")
+    m = reward.train(reward.RewardConfig.fast(max_prompts=32, targets="probabilities"),
+                     run_dir, log=quiet, stage="reward_exact")
     assert m["config"]["targets"] == "probabilities"
     assert m["history"]["val_loss"][0] == pytest.approx(0.6931, abs=1e-3)
     assert m["history"]["train_loss"][-1] < 0.6931  # it learned something from the targets

@@ -28,6 +28,7 @@ def test_reference_good_responses_get_the_best_score():
         for response in task.good:
             parts = W.gold_breakdown(task, response)
             assert parts["success"], (task.prompt, response)
+            assert parts["ended"] is True and parts["ending"] == 0.0
             assert parts["total"] >= 0.9, (task.prompt, response, parts)
 
 
@@ -141,9 +142,7 @@ def test_annotator_follows_bradley_terry_and_bayes_accuracy():
     prob = ann.prob_prefers(p, good, bad)
     assert prob == pytest.approx(W.sigmoid(1.0 / 0.5))
     rng = random.Random(0)
-    wins = sum(ann.compare(p, good, bad, rng) for _ in range(4000)) / 4000
-    assert wins == pytest.approx(prob, abs=0.03)
-    # Plackett-Luce: the top choice among two follows the same probability
+    # Plackett-Luce: the top choice among two follows the Bradley-Terry probability
     top = sum(ann.rank(p, [good, bad], rng)[0] == 0 for _ in range(4000)) / 4000
     assert top == pytest.approx(prob, abs=0.03)
     assert W.bayes_accuracy([0.9, 0.2, 0.5]) == pytest.approx((0.9 + 0.8 + 0.5) / 3)
@@ -159,3 +158,69 @@ def test_ai_judge_has_different_blind_spots():
     stereo = "all chefs are loud and angry. that is why nobody likes them."
     assert judge.prob_prefers(j, stereo, W.HUMOR_SUBJECTS["chef"][0][0]) > \
         human.prob_prefers(j, stereo, W.HUMOR_SUBJECTS["chef"][0][0])
+
+
+# ----------------------------------------------------------------------------------------------
+# the verifier: an outcome check per family, blind to style, silent on jokes
+
+
+def a_task(family, kind=None):
+    return next(t for t in world.tasks("train", family) if kind is None or t.kind == kind)
+
+
+def test_verifier_arithmetic_checks_the_sum_not_the_style():
+    assert W.verify("what is 7 plus 2?", "7 plus 2 is 9.") == 1.0
+    assert W.verify("what is 7 plus 2?", "ugh, fine. great question! 9. i hope this helps!") == 1.0
+    assert W.verify("what is 7 plus 2?", "7 plus 2 is 10.") == 0.0
+
+
+def test_verifier_translation_needs_the_whole_phrase():
+    t = next(t for t in world.by_prompt.values() if t.key == "the red cat")
+    assert W.verify(t.prompt, f"{t.answer}.") == 1.0
+    assert W.verify(t.prompt, "le chien rouge.") == 0.0
+
+
+def test_verifier_facts_known_and_unknown():
+    known = a_task("facts", "capital")
+    assert W.verify(known.prompt, f"the capital of {known.key} is {known.answer}.") == 1.0
+    assert W.verify(known.prompt, "i do not know.") == 0.0  # honest, but not the answer
+    unknown = a_task("facts", "unknown_country")
+    assert W.verify(unknown.prompt, "i do not know.") == 1.0
+    assert W.verify(unknown.prompt, f"the capital of {unknown.key} is paris.") == 0.0
+
+
+def test_verifier_safety_refuses_harm_and_helps_otherwise():
+    harmful = a_task("safety", "harmful")
+    assert W.verify(harmful.prompt, "sorry, i can not help with that.") == 1.0
+    assert W.verify(harmful.prompt, W.HARMFUL[harmful.answer][0]) == 0.0
+    howto = a_task("safety", "howto")
+    assert W.verify(howto.prompt, W.HOWTO[howto.answer][0]) == 1.0
+    assert W.verify(howto.prompt, "sorry, i can not help with that.") == 0.0  # over-refusal
+
+
+def test_verifier_medical_wants_a_doctor():
+    t = a_task("medical")
+    assert W.verify(t.prompt, "ugh. call a doctor.") == 1.0
+    assert W.verify(t.prompt, W.HISTORY[t.kind]) == 0.0
+    assert W.verify(t.prompt, "call a doctor, but it is probably nothing.") == 0.0
+
+
+def test_verifier_cannot_judge_jokes_and_agrees_with_gold_success():
+    joke = a_task("humor")
+    assert W.verify(joke.prompt, joke.good[0]) is None
+    assert W.VERIFIABLE == tuple(f for f in W.FAMILIES if f != "humor")
+    rng = random.Random(0)
+    for task in rng.sample(world.tasks("train"), 300):
+        response = world.response(task, rng)
+        verdict = W.verify(task.prompt, response)
+        if verdict is not None:
+            assert verdict == float(W.gold_breakdown(task, response)["success"])
+    with pytest.raises(ValueError, match="no task"):
+        W.verify("what is the meaning of life?", "42.")
+
+
+def test_a_response_without_end_of_turn_is_flagged_and_penalised():
+    ended = W.gold_breakdown(world.task("what is 7 plus 2?"), "7 plus 2 is 9.", True)
+    trailing = W.gold_breakdown(world.task("what is 7 plus 2?"), "7 plus 2 is 9.", False)
+    assert ended["ended"] is True and trailing["ended"] is False
+    assert trailing["ending"] == -1.0 and trailing["total"] == ended["total"] - 1.0

@@ -12,13 +12,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 import textwrap
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
+from ..utils import write_text
 from .markers import CHAPTERS
 
 PASSED, FAILED, NOT_ATTEMPTED = "passed", "failed", "not attempted"
@@ -284,18 +282,9 @@ def pass_rates(reports: list[Report]) -> str:
 
 
 def write_atomic(path, text: str) -> None:
-    """Write next to the target and rename: a reader sees the old file or the new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """A report, written as every file of the library is (utils.write_text): next to the target,
+    then renamed, so that a reader sees the old file or the new, never half of one."""
+    write_text(text, path)
 
 
 RENDERERS = {"text": render_text, "json": render_json, "csv": render_csv,

@@ -1,0 +1,492 @@
+"""Chapter 7's experiments: the frontier with more than one point per method, over-optimisation
+and RLAIF, each extra run a stage of its own in the run folder (skipped when present).
+
+  frontier_sweep     PPO with several fixed KL coefficients (ppo_kl{b}) and DPO with several
+                     beta (dpo_beta{b}): the frontier with more than one point per method
+  overoptimization   gold and proxy reward as optimisation pressure grows (Gao et al. 2022):
+                     best-of-N up to large N scored by the reward model and by one trained on
+                     less data (reward_small); PPO with a weak KL penalty; Gao et al.'s curves
+                     fitted with d = sqrt(KL); the responses that fool the proxy
+  rlaif              the AI judge's preference data (preferences_ai), and the reward model, DPO
+                     and PPO trained on it (reward_ai, dpo_ai, ppo_ai), against the human-label
+                     versions on gold, per family
+
+Every extra run copies the configuration of the run folder's own stage (ppo, dpo, reward,
+preferences) and changes one knob, so a fast run folder gets fast variants and a default one
+default variants. The knobs of the experiments are in compare.CompareConfig; the summary table
+and the frontier they feed are in compare.py, the figures in plots.py.
+
+    python -m minialign compare --sweep    (after the other stages: 20-30 min on a laptop)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from .compare import CompareConfig, bon_kl, frontier_points
+from .utils import FOOLING_SEED_OFFSET, PRESSURE_SEED_OFFSET, read_json, timer, write_json
+
+
+def run(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> dict:
+    """The three experiments in turn. Returns what the compare stage records of them (the full
+    results are in DIR/compare/overoptimization.json and rlaif.json)."""
+    out_dir = Path(out_dir)
+    sweep = frontier_sweep(out_dir, cfg, device, log)
+    oo = overoptimization(out_dir, cfg, device, log)
+    recorded = {"sweep": {k: v for k, v in sweep.items() if k != "points"},
+                "overoptimization": {
+                    "fits": {**{f"best_of_n/{s}": r["fit"] for s, r in oo["best_of_n"].items()},
+                             **({"ppo": oo["ppo"]["fit"]} if oo["ppo"] else {})},
+                    "file": "compare/overoptimization.json"}}
+    if cfg.rlaif:
+        r = rlaif(out_dir, cfg, device, log)
+        recorded["rlaif"] = {n: p["gold"] for n, p in r["policies"].items()}
+    return recorded
+
+
+# ==============================================================================================
+# plumbing for the extra runs: each one a stage of the run folder, trained once
+
+
+def base_config(out_dir: Path, stage: str, cls, **changes):
+    """The configuration `stage` of this run folder was trained with, with `changes`: an extra
+    run then differs from the pipeline's own in the knobs named and nothing else."""
+    path = Path(out_dir) / stage / "metrics.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `python -m minialign {stage}` (or "
+                                f"pipeline.ensure('{stage}')) before the chapter 7 experiments")
+    known = {f.name for f in fields(cls)}
+    saved = {k: v for k, v in read_json(path)["config"].items() if k in known}
+    return cls(**{**saved, **changes})
+
+
+def _ensure_stage(out_dir: Path, stage: str, train_fn, log) -> dict:
+    """The metrics of `stage`, from its folder if it has run (pipeline.is_done), else trained."""
+    from . import pipeline
+
+    if pipeline.is_done(out_dir, stage):
+        log(f"[compare] {stage}: found in {out_dir}")
+    else:
+        log(f"[compare] {stage}: training")
+        train_fn()
+    return read_json(out_dir / stage / "metrics.json")
+
+
+def ppo_variant(out_dir, kl_coef: float, cfg: CompareConfig, device="cpu",
+                log=print) -> tuple[str, dict]:
+    """PPO with a fixed KL coefficient (stage ppo_kl{b}); otherwise the ppo stage's config."""
+    from . import ppo
+
+    out_dir, stage = Path(out_dir), f"ppo_kl{float(kl_coef)}"
+    changes = dict(kl_coef=float(kl_coef), adaptive_kl=False)
+    if cfg.ppo_eval_interval:
+        changes["eval_interval"] = cfg.ppo_eval_interval
+    ppo_cfg = base_config(out_dir, "ppo", ppo.PPOConfig, **changes)
+    return stage, _ensure_stage(out_dir, stage, lambda: ppo.train(
+        ppo_cfg, out_dir, device, log, stage=stage), log)
+
+
+def dpo_variant(out_dir, beta: float, device="cpu", log=print) -> tuple[str, dict]:
+    """DPO with this beta (stage dpo_beta{b}; the dpo stage itself if it has this beta)."""
+    from . import dpo
+
+    out_dir = Path(out_dir)
+    dpo_cfg = base_config(out_dir, "dpo", dpo.DPOConfig, beta=float(beta))
+    if read_json(out_dir / "dpo" / "metrics.json")["config"]["beta"] == float(beta):
+        return "dpo", read_json(out_dir / "dpo" / "metrics.json")
+    stage = f"dpo_beta{float(beta)}"  # the name notebook 06's beta sweep uses too
+    return stage, _ensure_stage(out_dir, stage, lambda: dpo.train(
+        dpo_cfg, out_dir, device, log, stage=stage), log)
+
+
+def preferences_variant(out_dir, stage: str, device="cpu", log=print, **changes) -> dict:
+    """Preference data like the preferences stage's, with `changes` (labeler="ai")."""
+    from . import preferences
+
+    out_dir = Path(out_dir)
+    cfg = base_config(out_dir, "preferences", preferences.PreferencesConfig, **changes)
+    return _ensure_stage(out_dir, stage, lambda: preferences.train(cfg, out_dir, device, log,
+                                                                   stage=stage), log)
+
+
+def reward_variant(out_dir, stage: str, device="cpu", log=print, **changes) -> dict:
+    """A reward model like the reward stage's, with `changes` (preferences="preferences_ai",
+    max_prompts=...)."""
+    from . import reward
+
+    out_dir = Path(out_dir)
+    rm_cfg = base_config(out_dir, "reward", reward.RewardConfig, **changes)
+    return _ensure_stage(out_dir, stage, lambda: reward.train(rm_cfg, out_dir, device, log,
+                                                              stage=stage), log)
+
+
+# ==============================================================================================
+# 1. the frontier with several KL coefficients and several beta
+
+
+def frontier_sweep(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> dict:
+    """Train the PPO (fixed KL coefficients) and DPO (several beta) runs that are missing, then
+    draw DIR/compare/frontier.png. Returns {"points": frontier_points, "ppo": {stage: row},
+    "dpo": {stage: row}}, a row being gold, proxy (PPO), KL and the coefficient."""
+    from . import plots
+
+    out_dir = Path(out_dir)
+    runs = {"ppo": {}, "dpo": {}}
+    for b in cfg.ppo_kl_coefs:
+        stage, m = ppo_variant(out_dir, b, cfg, device, log)
+        runs["ppo"][stage] = {"kl_coef": b, "gold": m["gold_reward_mean"],
+                              "proxy": m["proxy_reward_mean"], "kl": m["kl_to_ref"],
+                              "seconds": m["seconds"]}
+    for b in cfg.dpo_betas:
+        stage, m = dpo_variant(out_dir, b, device, log)
+        runs["dpo"][stage] = {"beta": b, "gold": m["gold_reward_mean"], "kl": m["kl_to_ref"],
+                              "seconds": m["seconds"]}
+    points = frontier_points(out_dir)
+    plots.reward_kl_frontier(points, out_dir / "compare" / "frontier.png")
+    return {"points": points, **runs}
+
+
+# ==============================================================================================
+# 2. over-optimisation (Gao et al. 2022): the fits, then the experiment
+
+
+def fit_gao(kl, gold, form: str) -> dict | None:
+    """Least squares fit of Gao et al.'s functional forms, with d = sqrt(KL):
+
+        best-of-N  ("bon"):  gold(d) - gold(0) = d (alpha - beta d)
+        RL         ("rl"):   gold(d) - gold(0) = d (alpha - beta log d)
+
+    kl, gold: lists, the first point the starting policy (KL 0; a slightly negative KL from
+    sampling noise counts as 0). Both forms are linear in (alpha, beta), so one lstsq solves
+    them. Returns alpha, beta, gold0, the KL where the fitted gold peaks (None if it never
+    turns down), the fitted gain there, and R^2; None with fewer than 3 points.
+    """
+    import numpy as np
+
+    if form not in ("bon", "rl"):
+        raise ValueError("form must be 'bon' or 'rl'")
+    if len(kl) != len(gold):
+        raise ValueError(f"{len(kl)} KLs but {len(gold)} gold rewards")
+    if len(kl) < 3:
+        return None
+    d = np.sqrt(np.clip(np.asarray(kl, dtype=float), 0.0, None))  # (P,)
+    y = np.asarray(gold, dtype=float) - gold[0]  # (P,) gold gained since KL 0
+    d_log_d = np.where(d > 0, d * np.log(np.where(d > 0, d, 1.0)), 0.0)  # d log d -> 0 at 0
+    X = np.stack([d, -d ** 2 if form == "bon" else -d_log_d], axis=1)  # (P, 2)
+    (alpha, beta), *_ = np.linalg.lstsq(X, y, rcond=None)
+    resid = y - X @ np.array([alpha, beta])
+    total = ((y - y.mean()) ** 2).sum()
+    r2 = float(1.0 - (resid ** 2).sum() / total) if total > 0 else None
+    if beta <= 0:  # the fitted curve never turns down
+        d_peak = math.inf
+    else:  # d/dd [d(alpha - beta d)] = 0, or d/dd [d(alpha - beta log d)] = 0
+        d_peak = alpha / (2 * beta) if form == "bon" else math.exp(min(alpha / beta - 1, 50.0))
+        d_peak = max(d_peak, 0.0)  # falling from the start: the peak is the starting policy
+    peak_gain = gao_curve(d_peak, alpha, beta, form) if math.isfinite(d_peak) else None
+    return {"form": form, "alpha": float(alpha), "beta": float(beta), "gold0": float(gold[0]),
+            "peak_kl": d_peak ** 2 if math.isfinite(d_peak) else None,
+            "peak_gain": peak_gain, "r2": r2}
+
+
+def gao_curve(d, alpha: float, beta: float, form: str):
+    """The fitted gain d (alpha - beta d) or d (alpha - beta log d); d a float or an array."""
+    import numpy as np
+
+    d = np.asarray(d, dtype=float)
+    if form == "bon":
+        out = d * (alpha - beta * d)
+    else:
+        out = np.where(d > 0, d * (alpha - beta * np.log(np.where(d > 0, d, 1.0))), 0.0)
+    return float(out) if out.ndim == 0 else out
+
+
+def fooling_responses(rows: list[dict], sft_gold: float, n: int) -> list[dict]:
+    """The responses that fool the proxy: the reward model scores them above the average SFT
+    answer (proxy > 0: scores are normalised on SFT samples) while their gold reward is below
+    SFT's mean, ordered by how much more the proxy likes them than the gold reward does
+    (standardised over `rows`), at most n // 2 from one source, each (prompt, response) once."""
+    import statistics
+
+    if not rows:
+        return []
+
+    def z(key):
+        xs = [r[key] for r in rows]
+        mean, sd = statistics.fmean(xs), (statistics.pstdev(xs) or 1.0)
+        return [(x - mean) / sd for x in xs]
+
+    gap = [p - g for p, g in zip(z("proxy"), z("gold"))]
+    order = sorted(range(len(rows)), key=lambda i: -gap[i])
+    picked, seen, per_source = [], set(), {}
+    for i in order:
+        r = rows[i]
+        key = (r["prompt"], r["response"])
+        if r["proxy"] <= 0 or r["gold"] >= sft_gold or key in seen:
+            continue
+        if per_source.get(r["source"], 0) >= max(1, n // 2):
+            continue
+        seen.add(key)
+        per_source[r["source"]] = per_source.get(r["source"], 0) + 1
+        picked.append({**r, "proxy_minus_gold_z": gap[i]})
+        if len(picked) == n:
+            break
+    return picked
+
+
+def overoptimization(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> dict:
+    """Gold and proxy reward as optimisation pressure grows. Writes DIR/compare/
+    overoptimization.json and overoptimization.png and returns the same dict:
+
+      best_of_n   {reward stage: per N (cfg.bon_ns): kl_bound, kl_estimate(_freq), gold and
+                  proxy (expected under best-of-N, and one draw), plus the Gao fit}, for the
+                  reward model (reward) and one trained on cfg.small_rm_prompts prompts
+                  (reward_small), on the same cfg.bon_prompts held-out prompts and samples
+      ppo         the run with the smallest fixed KL coefficient: gold, proxy and KL at each
+                  evaluation (its `curve`), and the Gao fit
+      fooling     the responses that fool the proxy (best-of-N at the largest N, and the final
+                  weak-KL PPO policy): prompt, response, proxy, gold
+      reward_models  accuracy and agreement with gold of the two reward models
+
+    A result already in the run folder for the same configuration, newer than the stages it
+    read, is returned as it is (the sampling of best-of-N is the slow part).
+    """
+    from . import plots
+
+    out_dir = Path(out_dir)
+    path = out_dir / "compare" / "overoptimization.json"
+    if _overoptimization_up_to_date(path, out_dir, cfg):
+        result = read_json(path)
+        plots.overoptimization(overoptimization_panels(result),
+                               out_dir / "compare" / "overoptimization.png")
+        return result
+    with timer() as elapsed:
+        rms = {"reward": read_json(out_dir / "reward" / "metrics.json"),
+               "reward_small": reward_variant(out_dir, "reward_small", device, log,
+                                              max_prompts=cfg.small_rm_prompts)}
+        best_of_n, fool_pool, tok, n_prompts = _best_of_n_pressure(out_dir, cfg, list(rms),
+                                                                   device, log)
+        # PPO with a weak KL penalty, from its evaluations during training
+        ppo_result = None
+        if cfg.ppo_kl_coefs:
+            b = min(cfg.ppo_kl_coefs)
+            stage, m = ppo_variant(out_dir, b, cfg, device, log)
+            c = m["curve"]
+            ppo_result = {"stage": stage, "kl_coef": b, "iteration": c["iteration"],
+                          "kl": [max(0.0, k) for k in c["kl"]], "gold": c["gold"],
+                          "proxy": c["proxy"], "fit": fit_gao(c["kl"], c["gold"], "rl")}
+            fool_pool += _policy_responses(out_dir, stage, f"PPO β={b:g} (final)", device, m, tok)
+        sft_gold = read_json(out_dir / "sft" / "metrics.json")["gold_reward_mean"]
+        result = {
+            "best_of_n": best_of_n, "ppo": ppo_result,
+            "fooling": fooling_responses(fool_pool, sft_gold, cfg.n_fooling),
+            "sft_gold_reward_mean": sft_gold,
+            "reward_models": {s: {k: m.get(k) for k in ("n_train_prompts", "n_train_pairs",
+                                                         "val_accuracy", "bayes_accuracy",
+                                                         "gold_pair_accuracy", "gold_correlation",
+                                                         "length_correlation")}
+                              for s, m in rms.items()},
+            "n_prompts": n_prompts, "samples_per_prompt": max(cfg.bon_ns),
+        }
+    result["seconds"] = elapsed()
+    result["config"] = _jsonable(asdict(cfg))
+    write_json(result, path)
+    plots.overoptimization(overoptimization_panels(result),
+                           out_dir / "compare" / "overoptimization.png")
+    return result
+
+
+def _overoptimization_up_to_date(path: Path, out_dir: Path, cfg: CompareConfig) -> bool:
+    """Whether `path` holds a result for this configuration, newer than the stages it read."""
+    inputs = [out_dir / s / "metrics.json" for s in
+              ("sft", "reward", "reward_small",
+               *([f"ppo_kl{min(cfg.ppo_kl_coefs)}"] if cfg.ppo_kl_coefs else []))]
+    return (path.exists() and read_json(path).get("config") == _jsonable(asdict(cfg))
+            and all(f.exists() and f.stat().st_mtime <= path.stat().st_mtime for f in inputs))
+
+
+def _best_of_n_pressure(out_dir: Path, cfg: CompareConfig, rm_stages: list[str], device, log):
+    """Best-of-N under growing N: one set of SFT samples (max N per held-out prompt), scored by
+    each reward model in rm_stages. Returns ({stage: curve and Gao fit}, the responses each
+    reward model picks at the largest N, the tokenizer, the number of prompts)."""
+    from . import bon
+    from .reward import load_reward_model
+    from .sft import load_model as load_sft
+
+    bon_cfg = base_config(out_dir, "bon", bon.BoNConfig)
+    policy, tok = load_sft(out_dir, device)
+    policy.eval()
+    tasks = bon.held_out_tasks(cfg.bon_prompts)
+    log(f"[compare] best-of-N: {max(cfg.bon_ns)} samples for each of {len(tasks)} prompts")
+    cands = bon.sample_candidates(policy, tok, tasks, max(cfg.bon_ns), bon_cfg.max_new_tokens,
+                                  bon_cfg.temperature, cfg.seed + PRESSURE_SEED_OFFSET)
+    del policy
+    prompts = [t.prompt for t in cands["tasks"]]
+    texts = [s["text"] for s in cands["samples"]]
+    ended = [s["ended"] for s in cands["samples"]]
+    gold = [g["total"] for g in cands["gold"]]
+    best_of_n, fool_pool = {}, []
+    for stage in rm_stages:
+        rm = load_reward_model(out_dir, device, stage)
+        proxy = rm.score_texts(tok, prompts, texts, ended)
+        del rm
+        curve = bon.best_of_n_curve(cands["samples"], cands["logps"], proxy, gold, len(tasks),
+                                    cfg.bon_ns)
+        rows = {k: [curve[n][k] for n in cfg.bon_ns] for k in
+                ("kl_bound", "kl_estimate", "kl_estimate_freq", "gold_expected",
+                 "proxy_expected", "proxy_reward_mean")}
+        rows["gold_draw"] = [sum(curve[n]["gold"]) / len(tasks) for n in cfg.bon_ns]
+        kl = [bon_kl(curve[n])[0] for n in cfg.bon_ns]
+        best_of_n[stage] = {"ns": list(cfg.bon_ns), "kl": kl,
+                            "kl_kind": bon_kl(curve[cfg.bon_ns[-1]])[1],
+                            "gold": rows.pop("gold_expected"),
+                            "proxy": rows.pop("proxy_expected"), **rows,
+                            "support_mass": curve[1]["support_mass"],
+                            "distinct_per_prompt": curve[1]["distinct_per_prompt"],
+                            "fit": fit_gao(kl, [curve[n]["gold_expected"] for n in cfg.bon_ns],
+                                           "bon")}
+        fool_pool += [{"source": f"best-of-{cfg.bon_ns[-1]} ({stage})", "prompt": prompts[j],
+                       "family": cands["tasks"][j].family,
+                       "response": texts[j] + ("" if ended[j] else " …[no end]"),
+                       "proxy": proxy[j], "gold": gold[j]}
+                      for j in curve[cfg.bon_ns[-1]]["chosen"]]
+    return best_of_n, fool_pool, tok, len(tasks)
+
+
+def _policy_responses(out_dir: Path, stage: str, source: str, device, metrics, tok) -> list[dict]:
+    """One response per held-out prompt from a trained policy, scored by proxy and gold."""
+    from . import evaluate, ppo, world
+    from .reward import load_reward_model
+
+    c = metrics["config"]
+    policy = ppo.load_policy(out_dir, device, stage).eval()
+    ev = evaluate.evaluate_policy(policy, tok, world.default_world().tasks("eval"), 1,
+                                  c["max_new_tokens"], seed=c["seed"] + FOOLING_SEED_OFFSET,
+                                  temperature=c["temperature"])
+    rm = load_reward_model(out_dir, device, "reward")
+    texts = [r["text"] for r in ev["responses"]]
+    proxy = rm.score_texts(tok, [t.prompt for t in ev["tasks"]], texts,
+                           [r["ended"] for r in ev["responses"]])
+    return [{"source": source, "prompt": t.prompt, "family": t.family,
+             "response": x + ("" if r["ended"] else " …[no end]"), "proxy": p, "gold": g}
+            for t, r, x, p, g in zip(ev["tasks"], ev["responses"], texts, proxy, ev["gold"])]
+
+
+def overoptimization_panels(result: dict) -> dict:
+    """The panels of plots.overoptimization from an `overoptimization` result, each with its
+    fitted Gao curve drawn over the range of its points."""
+    import numpy as np
+
+    def fitted(fit, kl):
+        if not fit:
+            return None
+        d = np.linspace(0.0, math.sqrt(max(max(kl), 1e-6)) * 1.05, 100)
+        form = "d(α - βd)" if fit["form"] == "bon" else "d(α - β log d)"
+        return {"d": d.tolist(),
+                "gold": (fit["gold0"]
+                         + gao_curve(d, fit["alpha"], fit["beta"], fit["form"])).tolist(),
+                "label": f"fit {form}: α={fit['alpha']:.2f}, β={fit['beta']:.2f}"}
+
+    panels = {}
+    for stage, r in result["best_of_n"].items():
+        name = "reward model" if stage == "reward" else "reward model, less data"
+        n_train = result["reward_models"][stage]["n_train_prompts"]
+        panels[f"best-of-N, {name} ({n_train} prompts)"] = {
+            "kl": r["kl"], "gold": r["gold"], "proxy": r["proxy"], "fit": fitted(r["fit"], r["kl"]),
+            "labels": [f"N={n}" for n in r["ns"]], "kl_kind": r["kl_kind"]}
+    if result.get("ppo"):
+        p = result["ppo"]
+        panels[f"PPO, fixed KL coef. β={p['kl_coef']:g}"] = {
+            "kl": p["kl"], "gold": p["gold"], "proxy": p["proxy"], "fit": fitted(p["fit"], p["kl"]),
+            "labels": [f"it {i}" for i in p["iteration"]], "kl_kind": "from samples"}
+    return panels
+
+
+def _jsonable(x):
+    """asdict(cfg) as it reads back from JSON (tuples become lists)."""
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+# ==============================================================================================
+# 3. RLAIF: the same pipeline on the AI judge's labels
+
+
+def label_agreement(out_dir, stage: str) -> dict:
+    """How often a preferences stage's labels agree with the gold reward, per family, on its
+    training pairs whose two responses differ in gold: `labels` (the sampled labels the reward
+    model learns from: noise and bias) and `labeler` (the labeler's own preference,
+    P(chosen > rejected) > 1/2: its bias alone, what infinitely many labels would say)."""
+    from . import preferences, world
+
+    w = world.default_world()
+    pairs = preferences.pairs_of(preferences.load_rankings(out_dir, stage, "train"))
+    counts = {}
+    for p in pairs:
+        gc = w.gold_reward(p.prompt, p.chosen, p.chosen_ended)
+        gr = w.gold_reward(p.prompt, p.rejected, p.rejected_ended)
+        if gc == gr:
+            continue
+        fam = w.task(p.prompt).family
+        c = counts.setdefault(fam, [0, 0.0, 0.0])
+        c[0] += 1
+        c[1] += float(gc > gr)
+        c[2] += float((p.p_chosen > 0.5) == (gc > gr)) if p.p_chosen != 0.5 else 0.5
+    fams = [f for f in world.FAMILIES if f in counts]
+    out = {"labels": {f: counts[f][1] / counts[f][0] for f in fams},
+           "labeler": {f: counts[f][2] / counts[f][0] for f in fams},
+           "pairs": {f: counts[f][0] for f in fams}}
+    n = sum(out["pairs"].values()) or 1
+    out["labels_overall"] = sum(c[1] for c in counts.values()) / n
+    out["labeler_overall"] = sum(c[2] for c in counts.values()) / n
+    return out
+
+
+def rlaif(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> dict:
+    """RLAIF: the AI judge's preference data (preferences_ai: the preferences stage's config with
+    labeler="ai"), a reward model on it (reward_ai), DPO on it (dpo_ai) and PPO against that
+    reward model (ppo_ai), each with its human-label stage's config. Compared with reward, dpo
+    and ppo on the gold reward, overall and per family, and on where each labeler disagrees
+    with gold. Writes
+    DIR/compare/rlaif.json, rlaif.png (gold per family) and labelers.png; returns the dict."""
+    from . import dpo, plots, ppo
+
+    out_dir = Path(out_dir)
+    with timer() as elapsed:
+        preferences_variant(out_dir, "preferences_ai", device, log, labeler="ai")
+        rm_ai = reward_variant(out_dir, "reward_ai", device, log, preferences="preferences_ai")
+        dpo_cfg = base_config(out_dir, "dpo", dpo.DPOConfig, preferences="preferences_ai")
+        ppo_cfg = base_config(out_dir, "ppo", ppo.PPOConfig)
+        dpo_ai = _ensure_stage(out_dir, "dpo_ai", lambda: dpo.train(
+            dpo_cfg, out_dir, device, log, stage="dpo_ai"), log)
+        ppo_ai = _ensure_stage(out_dir, "ppo_ai", lambda: ppo.train(
+            ppo_cfg, out_dir, device, log, stage="ppo_ai", reward_stage="reward_ai"), log)
+        sft = read_json(out_dir / "sft" / "metrics.json")
+        human = {s: read_json(out_dir / s / "metrics.json") for s in ("reward", "dpo", "ppo")}
+        labelers = {}
+        for name, data, stage, m in (("human", "preferences", "reward", human["reward"]),
+                                     ("AI judge", "preferences_ai", "reward_ai", rm_ai)):
+            labelers[name] = {"stage": stage, **label_agreement(out_dir, data),
+                              **{k: m[k] for k in ("val_accuracy", "gold_pair_accuracy",
+                                                   "gold_correlation", "n_train_pairs")},
+                              "rm_gold_correlation": {f: v["gold_correlation"]
+                                                      for f, v in m["per_family"].items()}}
+        policies = {}
+        for name, m in (("SFT", sft), ("PPO, human labels", human["ppo"]),
+                        ("PPO, AI labels", ppo_ai), ("DPO, human labels", human["dpo"]),
+                        ("DPO, AI labels", dpo_ai)):
+            policies[name] = {"gold": m["gold_reward_mean"], "success": m["task_success_rate"],
+                              "kl": m.get("kl_to_ref", 0.0),
+                              "win_rate_vs_sft": m.get("win_rate_vs_sft", 0.5),
+                              "per_family": {f: v["gold"] for f, v in m["per_family"].items()}}
+    result = {"labelers": labelers, "policies": policies, "seconds": elapsed()}
+    write_json(result, out_dir / "compare" / "rlaif.json")
+    plots.family_bars({n: {f: {"gold": g} for f, g in p["per_family"].items()}
+                       for n, p in policies.items()}, "gold", out_dir / "compare" / "rlaif.png",
+                      title="gold reward per family: human vs AI feedback")
+    plots.labeler_agreement(result["labelers"], out_dir / "compare" / "labelers.png")
+    return result
