@@ -8,7 +8,7 @@ and takes its share of each global batch; after backward, the gradients are aver
 ranks (an all-reduce), so every copy takes the same optimizer step. The communication is
 torch.distributed's (gloo on a CPU, NCCL on CUDA GPUs); nothing is home-made.
 
-What the loops do with it (`accumulated_step`: a stage's training step in this form):
+What the loops do with it:
   * every rank builds the same global batch (same seed) and keeps rows `rank, rank + N, ...`
     (`shard`), so the global batch, and the run, do not depend on the number of processes;
   * gradient accumulation: a rank's rows may be split into micro-batches (`micro_batches`);
@@ -191,20 +191,3 @@ def forward_backward(model, rows, loss_fn, count=len, micro_batch_size: int = 0)
             logged[key] = logged.get(key, 0.0) + part
     return {key: all_reduce_sum(value) for key, value in logged.items()}
 
-
-def accumulated_step(model, optimizer, rows, loss_fn, count=len, *, lr: float, grad_clip: float,
-                     micro_batch_size: int = 0) -> dict:
-    """A stage's training step (its `*_step` exercise: `pretrain.pretrain_step`,
-    `sft.sft_step`) over this rank's `rows` of a global batch, in micro-batches: training mode,
-    `lr` on every parameter group, gradients cleared, `forward_backward`, the gradient norm
-    clipped to `grad_clip`, one optimizer step. The same update as the single-process step; a
-    loop runs it instead under torchrun or with micro-batches. Returns forward_backward's dict.
-    """
-    model.train()
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    optimizer.zero_grad(set_to_none=True)
-    logged = forward_backward(model, rows, loss_fn, count, micro_batch_size)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    return logged

@@ -8,24 +8,40 @@ what tends to follow a question on its web, which is often another question.
 Recipe (nanoGPT's, shrunk): documents joined by <|endoftext|> into one token stream, random
 windows of block_size + 1 tokens, AdamW with weight decay on matrices, linear warmup then
 cosine decay, gradient clipping at 1, periodic validation on held-out documents, atomic
-checkpoints and resume.
+checkpoints and resume. One optimisation step is `pretrain_step` (an exercise of chapter 2);
+`train` is the loop around it.
 
     python -m minialign pretrain [--fast] [--out runs/default] [--seed 0]
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 
+from . import dist, tracking
 from . import world as world_lib
 from .model import GPT, GPTConfig, check_same_config
 from .tokenizer import Tokenizer
 from .utils import (autocast, check_precision, cosine_lr, load_checkpoint, make_optimizer,
                     pick_device, progress, save_checkpoint, set_seed, timer, use_bf16,
                     write_json)
+
+
+# `--size`: the model's shape. "default" is the CPU size (PretrainConfig's own fields).
+# "gpt2" is GPT-2 small's shape (Radford et al. 2019: 12 layers, 12 heads, 768 channels,
+# 1024 positions), for a GPU: 85M parameters with minialign's 1024-token vocabulary, 124M with
+# GPT-2's own 50,257 tokens. Its learning rate is GPT-2's (small models take larger ones), the
+# corpus is 5x larger, and each forward pass takes 8 windows (gradient accumulation).
+SIZES = {
+    "default": {},
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, lr=6e-4, n_docs=200_000,
+                 micro_batch_size=8),
+}
 
 
 @dataclass
@@ -46,6 +62,7 @@ class PretrainConfig:
     eval_batches: int = 8  # batches per validation pass
     val_fraction: float = 0.05  # documents held out for validation
     precision: str = "auto"  # "fp32", "bf16" (mixed) or "auto": bf16 where it is native (utils)
+    micro_batch_size: int = 0  # windows per forward pass (gradient accumulation); 0: the batch
     seed: int = 0
 
     def __post_init__(self):
@@ -102,7 +119,8 @@ def prepare_data(cfg: PretrainConfig, out_dir: Path, train_tokenizer: bool = Tru
     tok_path = out_dir / "tokenizer.json"
     if train_tokenizer:
         tokenizer = Tokenizer.train(docs[n_val:], cfg.vocab_size)
-        tokenizer.save(tok_path)
+        if dist.is_main():  # under torchrun every rank trains the same tokenizer; one writes it
+            tokenizer.save(tok_path)
     else:
         tokenizer = Tokenizer.load(tok_path)
     train = build_token_stream(docs[n_val:], tokenizer)
@@ -112,6 +130,42 @@ def prepare_data(cfg: PretrainConfig, out_dir: Path, train_tokenizer: bool = Tru
 
 # ----------------------------------------------------------------------------------------------
 # training
+
+
+def pretrain_step(model, optimizer, x, y, lr, grad_clip, forward_context=nullcontext) -> float:
+    """One optimisation step of next-token prediction on one batch; returns the batch's loss.
+
+    model: a GPT; `model(x, y)` returns (logits, loss), the loss being the mean cross-entropy
+    of the next token over the B * T positions. optimizer: an AdamW over the model's
+    parameters, in two parameter groups (matrices with weight decay, the rest without).
+    x, y: (B, T) token ids; y[:, t] is the token that follows x[:, t].
+    lr: this step's learning rate, from the schedule (`cosine_lr`); the optimizer was built
+    with another one, and every parameter group must use this one for this step.
+    grad_clip: the largest norm allowed for the gradient of all the parameters together; a
+    larger gradient is scaled down to that norm before the update
+    (`torch.nn.utils.clip_grad_norm_`).
+    forward_context: returns the context the forward pass runs in (`with forward_context():`);
+    the loop passes bf16 mixed precision when it is on. Backward runs outside it.
+    Returns the batch's loss before the update, as a Python float.
+
+    The idea: the gradient of this batch's loss, and of nothing else, moves the parameters one
+    AdamW step downhill. Edge cases: `.grad` still holds the previous step's gradients when
+    the step starts (backward adds to whatever is there); the model may arrive in eval mode
+    (a validation pass sets it), but it trains in training mode (dropout on); the optimizer
+    steps exactly once.
+    """
+    # >>> exercise: chapter=2 difficulty=2 minutes=25
+    model.train()  # dropout on: a validation pass may have left the model in eval mode
+    for group in optimizer.param_groups:  # both groups: with and without weight decay
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)  # backward adds to .grad: drop the last step's
+    with forward_context():
+        _, loss = model(x, y)  # mean next-token cross-entropy over the batch
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)  # before the step it limits
+    optimizer.step()
+    return loss.item()
+    # <<< exercise
 
 
 @torch.no_grad()
@@ -154,6 +208,7 @@ def train(cfg: PretrainConfig, out_dir: str | Path, device: str = "cpu", resume:
                                                            train_tokenizer=ckpt is None)
         data_seconds = elapsed()
         model = GPT(cfg.model_config(tokenizer.vocab_size)).to(dev)
+        ddp_model = dist.wrap(model)  # plumbing: DDP under torchrun, the model itself otherwise
         optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
         history = {"step": [], "train_loss": [], "val_step": [], "val_loss": [], "lr": []}
         start_step = 0
@@ -168,6 +223,7 @@ def train(cfg: PretrainConfig, out_dir: str | Path, device: str = "cpu", resume:
 
         tokens_per_step = cfg.batch_size * cfg.block_size
         bf16 = use_bf16(dev, cfg.precision)
+        forward_context = partial(autocast, dev, bf16)  # bf16 mixed precision, or nothing
         model.train()
         train_seconds = 0.0
         bar = progress(range(start_step, cfg.max_steps), desc="pretrain", initial=start_step,
@@ -175,26 +231,39 @@ def train(cfg: PretrainConfig, out_dir: str | Path, device: str = "cpu", resume:
         for step in bar:
             with timer() as step_time:
                 lr = cosine_lr(step, cfg.max_steps, cfg.lr, cfg.warmup_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                x, y = get_batch(train_stream, cfg.batch_size, cfg.block_size, g)
-                with autocast(dev, bf16):
-                    _, loss = model(x.to(dev), y.to(dev))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                loss_value = loss.item()
+                x, y = get_batch(train_stream, cfg.batch_size, cfg.block_size, g)  # (B, T) each
+                if dist.is_distributed() or cfg.micro_batch_size:
+                    # plumbing: pretrain_step's update, its batch shared out between processes
+                    # (this rank's windows) and cut into micro-batches (written out here, so
+                    # that the library holds no other callable copy of the exercise)
+                    def window_loss(rows):  # mean next-token loss of some windows of the batch
+                        with forward_context():
+                            _, loss = ddp_model(x[rows].to(dev), y[rows].to(dev))
+                        return loss, {}
+
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    optimizer.zero_grad(set_to_none=True)
+                    rows = dist.shard(torch.arange(cfg.batch_size))
+                    loss_value = dist.forward_backward(
+                        ddp_model, rows, window_loss, micro_batch_size=cfg.micro_batch_size)["loss"]
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    optimizer.step()
+                else:
+                    loss_value = pretrain_step(model, optimizer, x.to(dev), y.to(dev), lr,
+                                               cfg.grad_clip, forward_context)
             train_seconds += step_time()
             history["step"].append(step)
             history["train_loss"].append(loss_value)
             history["lr"].append(lr)
+            tracking.log({"train/loss": loss_value, "train/learning_rate": lr}, step)
             bar.set_postfix(loss=f"{loss_value:.3f}")
             last = step == cfg.max_steps - 1
-            if (step + 1) % cfg.eval_interval == 0 or last:
+            if ((step + 1) % cfg.eval_interval == 0 or last) and dist.is_main():
                 val_loss = estimate_loss(model, val_stream, cfg, dev)
                 history["val_step"].append(step + 1)
                 history["val_loss"].append(val_loss)
+                tracking.log({"eval/loss": val_loss}, step + 1)
                 bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{val_loss:.3f}")
                 if not last:
                     save_checkpoint(model.checkpoint(
@@ -203,6 +272,8 @@ def train(cfg: PretrainConfig, out_dir: str | Path, device: str = "cpu", resume:
                         ckpt_path)
         bar.close()
         total_seconds = elapsed()
+    if not dist.is_main():  # plumbing: rank 0 evaluates and writes; the others are done
+        return {"world_size": dist.world_size()}
 
     steps_run = cfg.max_steps - start_step
     metrics = {
@@ -211,6 +282,7 @@ def train(cfg: PretrainConfig, out_dir: str | Path, device: str = "cpu", resume:
         "initial_loss_expected": float(torch.log(torch.tensor(float(tokenizer.vocab_size)))),
         "tokens_per_second": steps_run * tokens_per_step / max(train_seconds, 1e-9),
         "precision": "bf16" if bf16 else "fp32",
+        "world_size": dist.world_size(),  # processes that trained it (torchrun); 1 otherwise
         "tokens_seen": cfg.max_steps * tokens_per_step,
         "corpus_tokens": len(train_stream),
         "n_params": model.num_params(),

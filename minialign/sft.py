@@ -13,7 +13,7 @@ improves on.
 
 The loss at position t predicts labels[t + 1] from input_ids[: t + 1] (the shift), and the
 end-of-turn token is scored so that the model learns to stop. Padding (<|pad|>, distinct from
-<|end|>) gets -100.
+<|end|>) gets -100. One optimisation step is `sft_step`: pretraining's step with this loss.
 
     python -m minialign sft [--fast] [--out runs/default]
 """
@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from . import dist, tracking
 from . import world as world_lib
 from .evaluate import TEMPERATURE
 from .model import GPT
@@ -51,6 +52,8 @@ class SFTConfig:
     eval_samples: int = 2  # sampled responses per held-out prompt for the gold evaluation
     max_new_tokens: int = 64  # response budget when sampling (the longest good answers use ~45)
     temperature: float = TEMPERATURE  # sampling temperature of the evaluation
+    micro_batch_size: int = 0  # chats per forward pass (gradient accumulation); 0: the batch
+    data: str = ""  # your own demonstrations: a JSONL of {"prompt", "response"} (own.py)
     seed: int = 0
 
     def __post_init__(self):
@@ -65,7 +68,7 @@ class SFTConfig:
 
 
 # ==============================================================================================
-# the algorithm: masked labels and the masked loss
+# the algorithm: masked labels, the masked loss, one training step
 
 
 def build_example(tokenizer: Tokenizer, prompt: str, response: str):
@@ -97,6 +100,35 @@ def sft_loss(logits, labels):
     target = labels[:, 1:]  # (B, T-1): the token that follows it
     return F.cross_entropy(pred.reshape(-1, pred.size(-1)), target.reshape(-1),
                            ignore_index=IGNORE)
+    # <<< exercise
+
+
+def sft_step(model, optimizer, input_ids, labels, lr, grad_clip) -> float:
+    """One optimisation step of supervised fine-tuning on a batch of chats; returns its loss.
+
+    model: a GPT; `model(input_ids)` returns (logits, None), logits (B, T, V). optimizer: an
+    AdamW over the model's parameters (two parameter groups). input_ids, labels: (B, T) as
+    `collate` makes them: right-padded chats, labels -100 on the prompt part and on padding.
+    lr: this step's learning rate (from the schedule), for every parameter group; grad_clip:
+    the largest gradient norm allowed before the update.
+    Returns the batch's loss before the update, as a Python float: the `sft_loss` of the batch,
+    a mean over its response tokens only.
+
+    The idea: pretraining's step (chapter 2) with the prompt-masked loss, so that the model
+    learns to write the answers and not the questions. The same edge cases: `.grad` still holds
+    the previous step's gradients, the model may arrive in eval mode, the optimizer steps once.
+    """
+    # >>> exercise: chapter=3 difficulty=2 minutes=20
+    model.train()  # dropout on: a validation pass leaves the model in eval mode
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)  # backward adds to .grad: drop the last step's
+    logits, _ = model(input_ids)  # (B, T, V)
+    loss = sft_loss(logits, labels)  # the response tokens only: the labels say which
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.item()
     # <<< exercise
 
 
@@ -162,13 +194,19 @@ def train(cfg: SFTConfig, out_dir: str | Path, device: str = "cpu", log=print) -
 
     with timer() as elapsed:
         model, tokenizer = load_model(out_dir, dev)
-        pairs = world.demonstrations(cfg.n_demos, seed=cfg.seed)
+        if cfg.data:  # your own demonstrations instead of the world's contractors'
+            from .own import read_demonstrations
+
+            pairs = read_demonstrations(cfg.data)
+        else:
+            pairs = world.demonstrations(cfg.n_demos, seed=cfg.seed)
         examples = make_examples(tokenizer, pairs, model.config.block_size, log)
         n_val = max(1, int(len(examples) * cfg.val_fraction))
         val, train_ex = examples[:n_val], examples[n_val:]
         steps_per_epoch = (len(train_ex) + cfg.batch_size - 1) // cfg.batch_size
         max_steps = steps_per_epoch * cfg.epochs
         optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
+        ddp_model = dist.wrap(model)  # plumbing: DDP under torchrun, the model itself otherwise
         history = {"step": [], "train_loss": [], "val_step": [], "val_loss": []}
         history["val_step"].append(0)
         history["val_loss"].append(validation_loss(model, val, tokenizer.pad_id,
@@ -178,28 +216,50 @@ def train(cfg: SFTConfig, out_dir: str | Path, device: str = "cpu", log=print) -
         step = 0
         bar = progress(total=max_steps, desc="sft")
         lengths = [len(ids) for ids, _ in train_ex]
+
+        def batch_loss(rows):  # the masked loss of some demonstrations: a mean over their tokens
+            ids, labels = collate([train_ex[j] for j in rows], tokenizer.pad_id)
+            logits, _ = ddp_model(ids.to(dev))
+            return sft_loss(logits, labels.to(dev)), {}
+
+        def scored_tokens(rows):  # the tokens that mean is over (labels after the shift)
+            return sum(int((train_ex[j][1][1:] != IGNORE).sum()) for j in rows)
+
         for epoch in range(cfg.epochs):
             for batch_idx in length_grouped_batches(lengths, cfg.batch_size, order_rng):
                 lr = cosine_lr(step, max_steps, cfg.lr, cfg.warmup_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                ids, labels = collate([train_ex[j] for j in batch_idx], tokenizer.pad_id)
-                logits, _ = model(ids.to(dev))
-                loss = sft_loss(logits, labels.to(dev))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
+                if len(batch_idx) < dist.world_size():
+                    continue  # plumbing (torchrun only): a last batch too small to share out
+                if dist.is_distributed() or cfg.micro_batch_size:
+                    # plumbing: sft_step's update over this rank's chats, in micro-batches
+                    # weighted by their tokens (written out here, so that the library holds no
+                    # other callable copy of the exercise)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = dist.forward_backward(ddp_model, dist.shard(batch_idx), batch_loss,
+                                                 scored_tokens, cfg.micro_batch_size)["loss"]
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    optimizer.step()
+                else:
+                    ids, labels = collate([train_ex[j] for j in batch_idx], tokenizer.pad_id)
+                    loss = sft_step(model, optimizer, ids.to(dev), labels.to(dev), lr,
+                                    cfg.grad_clip)
                 history["step"].append(step)
-                history["train_loss"].append(loss.item())
+                history["train_loss"].append(loss)
+                tracking.log({"train/loss": loss, "train/learning_rate": lr}, step)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.set_postfix(loss=f"{loss:.3f}")
                 step += 1
-            history["val_step"].append(step)
-            history["val_loss"].append(validation_loss(model, val, tokenizer.pad_id,
-                                                       cfg.batch_size, dev))
+            if dist.is_main():  # rank 0 evaluates
+                history["val_step"].append(step)
+                history["val_loss"].append(validation_loss(model, val, tokenizer.pad_id,
+                                                           cfg.batch_size, dev))
+                tracking.log({"eval/loss": history["val_loss"][-1]}, step)
         bar.close()
         train_seconds = elapsed()
+        if not dist.is_main():  # plumbing: rank 0 evaluates and writes; the others are done
+            return {"world_size": dist.world_size()}
         save_checkpoint(model.checkpoint(train_config=asdict(cfg)), stage_dir / "model.pt")
 
         # evaluation: the SFT model and the pretrained model on the same held-out prompts
@@ -223,6 +283,7 @@ def train(cfg: SFTConfig, out_dir: str | Path, device: str = "cpu", log=print) -
         "win_rate_vs_pretrained": win,
         "val_loss": history["val_loss"][-1],
         "n_demos": cfg.n_demos,
+        "world_size": dist.world_size(),  # processes that trained it (torchrun); 1 otherwise
         "train_seconds": train_seconds,
         "seconds": elapsed(),
         "samples": evaluate.side_by_side(tasks, {"pretrained": pre_eval, "sft": sft_eval}),

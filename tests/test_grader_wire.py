@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from minialign.course import wire
+from minialign.course import fixtures, wire
 from minialign.course.runner import (BadReturn, Limits, NotAttempted, Session, Student,
                                      StudentRaised)
 from minialign.course.sandbox import parse_salvaging
@@ -147,6 +147,11 @@ def liar():
 
 def boom():
     raise KeyError("nope")
+
+def scale_weights(model, factor):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(factor)
 '''
 
 
@@ -195,6 +200,32 @@ def test_build_makes_library_objects_in_the_child(student):
     assert st.vocab(wire.Build("minialign.tokenizer:Tokenizer", merges)) == 256 + 1 + 5
     with pytest.raises(ValueError):
         wire.Build("os:system", "true")
+
+
+def test_build_keeps_trusted_objects_that_student_code_changes_and_reads_them_back(student):
+    st, _ = student
+    model = st.build(wire.Build("minialign.course.fixtures:tiny_gpt", seed=3))
+    assert model.type_name == "GPT"
+    optimizer = st.build(wire.Build("minialign.course.fixtures:adamw", model, lr=0.1))
+    state_of = wire.Build("minialign.course.fixtures:state_of", model)
+    before = st.build(state_of, keep=False)
+    want = fixtures.state_of(fixtures.tiny_gpt(seed=3))  # the same recipe, built here
+    assert before.keys() == want.keys() and all(torch.equal(before[k], want[k]) for k in want)
+    st.scale_weights(model, 2.0)  # the student's function gets the kept model itself
+    after = st.build(state_of, keep=False)
+    assert all(torch.equal(after[k], 2 * want[k]) for k in want if k.endswith(".weight"))
+    steps = wire.Build("minialign.course.fixtures:optimizer_steps", optimizer)
+    assert st.build(steps, keep=False) == 0
+
+
+def test_build_runs_only_library_code(student):
+    _, session = student
+    with pytest.raises(StudentRaised, match="must be in minialign"):
+        session.request({"op": "build", "value": {"$build": "os:getcwd", "args": []}})
+    with pytest.raises(StudentRaised, match="ProtocolError"):
+        session.request({"op": "build", "value": {"$handle": 1}})
+    with pytest.raises(TypeError):
+        Student(session).build("minialign.course.fixtures:tiny_gpt")
 
 
 def test_student_errors_become_problems(student):

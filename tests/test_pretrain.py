@@ -99,3 +99,32 @@ def test_bf16_mixed_precision_learns_like_fp32(tmp_path):
     assert abs(bf16 - fp32) < 0.05 * fp32  # the same run up to bf16 rounding
     with pytest.raises(ValueError, match="precision"):
         tiny_cfg(precision="fp16")
+
+
+def test_micro_batches_take_the_same_steps_as_pretrain_step(tmp_path):
+    """With micro_batch_size the loop writes pretrain_step's update out with gradient
+    accumulation (plumbing); it must train the same model, up to float rounding."""
+    cfg = dict(precision="fp32")  # bf16 rounds each micro-batch apart
+    whole = pretrain.train(tiny_cfg(**cfg), tmp_path / "whole", log=lambda *_: None)
+    micro = pretrain.train(tiny_cfg(micro_batch_size=3, **cfg), tmp_path / "micro",
+                           log=lambda *_: None)
+    assert micro["history"]["train_loss"] == pytest.approx(whole["history"]["train_loss"],
+                                                           rel=1e-4)
+    assert micro["val_loss"] == pytest.approx(whole["val_loss"], rel=1e-4)
+
+
+def test_pretrain_step_updates_the_model_once_per_call():
+    from minialign.course import fixtures
+
+    model = fixtures.tiny_gpt(seed=0, train=False)
+    optimizer = fixtures.adamw(model, lr=0.05)
+    x, y = fixtures.token_batch(seed=1)
+    before = fixtures.state_of(model)
+    losses = [pretrain.pretrain_step(model, optimizer, x, y, lr=0.01, grad_clip=1.0)
+              for _ in range(3)]
+    assert all(type(loss) is float for loss in losses) and losses[2] < losses[0]
+    assert model.training  # the step trains in training mode
+    assert fixtures.optimizer_steps(optimizer) == 3
+    assert {group["lr"] for group in optimizer.param_groups} == {0.01}
+    after = fixtures.state_of(model)
+    assert not torch.equal(after["lm_head.weight"], before["lm_head.weight"])

@@ -22,7 +22,8 @@ returned, rebuilt in the parent from plain data (tensors keep dtype and requires
 call (in-place changes) and the gradients of tensor arguments; `t.expect_gradients(reference,
 args, wrt=[0])` uses it to check that gradients reach the inputs of a result that feeds a loss;
 `t.student.new("Class", ...)` builds an object of the student's class in the child (methods are
-then called on it).
+then called on it); `t.student.build(wire.Build(...))` builds one with trusted library code and
+keeps it there (a model and its optimizer for a training step: see `checks_steps.py`).
 
 The expectations check the exact type, then dtype, then shape, then values, and stop at the
 first failure with a message for the student. `mistakes` maps a hint to the output of a

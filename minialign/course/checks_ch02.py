@@ -1,4 +1,5 @@
-"""Graded checks of chapter 2: causal attention, top-k / top-p filtering, token log-probs.
+"""Graded checks of chapter 2: causal attention, top-k / top-p filtering, token log-probs, and
+one pretraining step (on a tiny GPT, with `checks_steps`).
 
 The wrong variants below are the mistakes students make; a student's output that equals one of
 them gets that mistake's hint.
@@ -12,7 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from minialign import model as ref
+from minialign import pretrain as ref_pretrain
+from minialign.course import fixtures
 from minialign.course.checks import exercise
+from minialign.course.checks_steps import (FIXTURES, Kept, expect_loss_falls, expect_steps,
+                                           step_mistakes)
+from minialign.course.wire import Build
 
 NEG_INF = float("-inf")
 
@@ -112,6 +118,10 @@ def check_causal_self_attention(t):
         mask = torch.tensor([[False, True, True, True], [True, True, True, True]])
         _check_attention_case(t, t.randn(2, 1, 1, 4), t.randn(2, 1, 4, 4), t.randn(2, 1, 4, 4),
                               mask)
+    with t.case("gradients reach q, k and v (the model trains through attention)"):
+        t.expect_gradients(ref.causal_self_attention,
+                           (t.randn(2, 2, 4, 3), t.randn(2, 2, 4, 3), t.randn(2, 2, 4, 3)),
+                           wrt=[0, 1, 2])
 
 
 # ==============================================================================================
@@ -251,3 +261,46 @@ def check_gather_logprobs(t):
         _check_gather_case(t, logits, tokens)
     with t.case("one position per sequence (T = 1)"):
         _check_gather_case(t, t.randn(3, 1, 5), t.randint(5, (3, 1)))
+    with t.case("gradients reach the logits (every loss of the course is built on these "
+                "log-probs)"):
+        t.expect_gradients(ref.gather_logprobs, (t.randn(2, 4, 6), t.randint(6, (2, 4))), wrt=[0])
+
+
+# ==============================================================================================
+# pretrain_step: one optimisation step, checked on a tiny GPT built alike here and in the child
+
+
+def _next_token_loss(model, x, y):
+    return model(x, y)[1]
+
+
+def _pretrain_setup(**model):
+    """A tiny GPT and the library's AdamW over it, built with lr 0.05 (each step passes its own)."""
+    return {"model": Build(f"{FIXTURES}:tiny_gpt", seed=0, **model),
+            "optimizer": Build(f"{FIXTURES}:adamw", Kept("model"), lr=0.05)}
+
+
+def _pretrain_calls(batches, lrs, grad_clip=0.5):
+    model, optimizer = Kept("model"), Kept("optimizer")
+    return [(model, optimizer, *fixtures.token_batch(seed), lr, grad_clip)
+            for seed, lr in zip(batches, lrs)]
+
+
+@exercise("ch02.pretrain_step")
+def check_pretrain_step(t):
+    mistakes = step_mistakes(_next_token_loss)
+    with t.case("one step on 4 windows of 16 tokens; the schedule's lr is 0.01 (the optimizer "
+                "was built with 0.05), grad_clip 0.5"):
+        expect_steps(t, _pretrain_setup(), _pretrain_calls([1], [0.01]),
+                     reference=ref_pretrain.pretrain_step, mistakes=mistakes)
+    with t.case("three steps on three batches, lr 0.01, 0.02, 0.005: each step starts with "
+                "the last one's gradients still in .grad"):
+        expect_steps(t, _pretrain_setup(), _pretrain_calls([1, 2, 3], [0.01, 0.02, 0.005]),
+                     reference=ref_pretrain.pretrain_step, mistakes=mistakes)
+    with t.case("the model arrives in eval mode, as a validation pass leaves it; it has "
+                "dropout 0.2 (torch seeded alike on both sides)"):
+        expect_steps(t, _pretrain_setup(dropout=0.2, train=False),
+                     _pretrain_calls([4, 5], [0.01, 0.01]), seed=7,
+                     reference=ref_pretrain.pretrain_step, mistakes=mistakes)
+    with t.case("behaviour: 15 steps on one batch (lr 0.01) lower its loss by 10% or more"):
+        expect_loss_falls(t, _pretrain_setup(), _pretrain_calls([6] * 15, [0.01] * 15))

@@ -1,4 +1,5 @@
-"""Graded checks of chapter 3 (SFT): the masked labels of a chat, and the masked next-token loss.
+"""Graded checks of chapter 3 (SFT): the masked labels of a chat, the masked next-token loss, and
+one SFT step (on a tiny GPT, with `checks_steps`).
 
 The wrong variants below are the mistakes students make; a student's output that equals one of
 them gets that mistake's hint.
@@ -12,7 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from minialign import sft as ref
+from minialign.course import fixtures
 from minialign.course.checks import exercise
+from minialign.course.checks_steps import (FIXTURES, Kept, expect_loss_falls, expect_steps,
+                                           step_mistakes, variant_step)
 from minialign.course.wire import Build
 from minialign.tokenizer import Tokenizer
 
@@ -164,3 +168,85 @@ def check_sft_loss(t):
     with t.case("4 chats, large logits"):
         labels = _chat_labels([(4, 2), (2, 7), (5, 5), (3, 3)], 10, 9, t)
         _check_sft_case(t, t.randn(4, 10, 9) * 30, labels)
+    with t.case("the loss is differentiable: its gradient w.r.t. the logits"):
+        labels = _chat_labels([(2, 3), (1, 4)], 6, 7, t)
+        t.expect_gradients(ref.sft_loss, (t.randn(2, 6, 7), labels), wrt=[0])
+
+
+# ==============================================================================================
+# sft_step: one optimisation step with the masked loss, on a tiny GPT built alike here and in
+# the child (see checks_steps)
+
+
+def _masked_loss(model, input_ids, labels):
+    logits, _ = model(input_ids)
+    return ref.sft_loss(logits, labels)
+
+
+def _every_token_loss(model, input_ids, labels):  # prompt and padding trained on too
+    logits, _ = model(input_ids)
+    V = logits.size(-1)
+    return F.cross_entropy(logits[:, :-1].reshape(-1, V), input_ids[:, 1:].reshape(-1))
+
+
+def _unshifted_loss(model, input_ids, labels):  # model(input_ids, labels): position t vs t
+    return model(input_ids, labels)[1]
+
+
+def _over_padding_loss(model, input_ids, labels):  # the masked sum over every position
+    logits, _ = model(input_ids)
+    losses, mask = _per_position(logits, labels)
+    return (losses * mask).sum() / mask.numel()
+
+
+def _sft_step_mistakes():
+    mistakes = step_mistakes(_masked_loss)
+    mistakes.update({
+        "the prompt and padding tokens were trained on too: the loss counts the response "
+        "tokens only; compute it with sft_loss(logits, labels), whose -100 labels leave the "
+        "rest out": variant_step(_every_token_loss),
+        "the labels are not shifted: model(input_ids, labels) compares each position with its "
+        "own token; take the logits (model(input_ids)) and use sft_loss, which compares "
+        "logits[:, :-1] with labels[:, 1:]": variant_step(_unshifted_loss),
+        "the loss is averaged over padding and prompt positions too: it is the mean over the "
+        "response tokens only (your sft_loss: does it pass its own check?)":
+            variant_step(_over_padding_loss),
+    })
+    return mistakes
+
+
+def _sft_setup(**model):
+    """A tiny GPT and the library's AdamW over it, built with lr 0.05 (each step passes its own)."""
+    return {"model": Build(f"{FIXTURES}:tiny_gpt", seed=0, **model),
+            "optimizer": Build(f"{FIXTURES}:adamw", Kept("model"), lr=0.05)}
+
+
+def _sft_calls(batches, lrs, grad_clip=0.5):
+    model, optimizer = Kept("model"), Kept("optimizer")
+    return [(model, optimizer, *fixtures.chat_batch(seed, lengths), lr, grad_clip)
+            for (seed, lengths), lr in zip(batches, lrs)]
+
+
+CHATS = ((3, 4), (6, 2), (2, 9))  # (prompt, response) lengths: right-padded to 11 tokens
+
+
+@exercise("ch03.sft_step")
+def check_sft_step(t):
+    mistakes = _sft_step_mistakes()
+    with t.case("one step on 3 right-padded chats (prompts of 3, 6, 2 tokens, responses of "
+                "4, 2, 9); the schedule's lr is 0.01 (the optimizer was built with 0.05), "
+                "grad_clip 0.5"):
+        expect_steps(t, _sft_setup(), _sft_calls([(1, CHATS)], [0.01]),
+                     reference=ref.sft_step, mistakes=mistakes)
+    with t.case("three steps on three batches, lr 0.01, 0.02, 0.005: each step starts with "
+                "the last one's gradients still in .grad"):
+        batches = [(2, CHATS), (3, ((5, 5), (1, 3))), (4, ((2, 2), (4, 8), (3, 1), (7, 4)))]
+        expect_steps(t, _sft_setup(), _sft_calls(batches, [0.01, 0.02, 0.005]),
+                     reference=ref.sft_step, mistakes=mistakes)
+    with t.case("the model arrives in eval mode, as a validation pass leaves it; it has "
+                "dropout 0.2 (torch seeded alike on both sides)"):
+        expect_steps(t, _sft_setup(dropout=0.2, train=False),
+                     _sft_calls([(5, CHATS), (6, CHATS)], [0.01, 0.01]), seed=7,
+                     reference=ref.sft_step, mistakes=mistakes)
+    with t.case("behaviour: 15 steps on one batch (lr 0.01) lower its loss by 10% or more"):
+        expect_loss_falls(t, _sft_setup(), _sft_calls([(8, CHATS)] * 15, [0.01] * 15))

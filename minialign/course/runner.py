@@ -212,10 +212,6 @@ class Worker:
         except OSError:
             return 0
 
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def close(self):
         """Stop the warden (it kills everything under it), then make sure nothing of the
         submission is left (its cgroup, its uid), close the pipes, return the status."""

@@ -6,9 +6,10 @@ it, aliasing it or calling it under another name) must earn nothing. So the sand
 does not point at the real package but at a copy written here, in which the body of every
 exercise of the chapter being graded is replaced by a stub that raises NotImplementedError
 (saying why); the helpers and the exercises of other chapters stay, since a chapter's file may
-use them. The course package is copied too (the child imports `wire` from it, and library
-modules may import `course.impl`), except the modules that hold answers: the concept questions
-and their key, and the checks.
+use them. The course package is copied too (the child imports `wire` from it, library modules
+may import `course.impl`, and the checks of training steps build their model and optimizer with
+`course.fixtures`), except the modules that hold answers: the concept questions and their key,
+and the checks (`checks_steps.py` included: the mistakes of a step are answers too).
 
 `library_uses(tree, exercises)` finds, in a student's file, the places that name the library's
 version of one of those exercises, so that the report can say why it earned nothing.
