@@ -40,10 +40,17 @@ MERGE_DEF = "def merge(ids, pair, new_id):"
 PAIRS_DEF = "def get_pair_counts(ids, counts=None, weight=1):"
 GATHER_DEF = "def gather_logprobs(logits, tokens):"
 FILTER_DEF = "def filter_logits(logits, top_k=None, top_p=None):"
+STEP_DEF = "def pretrain_step("
 
 
 def solution(filename: str) -> str:
     return (SOLUTIONS / filename).read_text()
+
+
+def ch02_without_step() -> str:
+    """The chapter 2 solutions without pretrain_step: its check trains a model, which needs
+    more than the 3 s these submissions are graded with (the step is not what they test)."""
+    return without_function(solution(CH02), STEP_DEF)
 
 
 def first_statement(text: str, definition: str, code: str) -> str:
@@ -95,10 +102,10 @@ SUBMISSIONS = {
                       "while True:\n    pass")},
         {"ch01.merge": "failed", "ch01.get_pair_counts": "passed"}),
     "huge_allocation": (
-        {CH02: first_statement(solution(CH02), GATHER_DEF,
+        {CH02: first_statement(ch02_without_step(), GATHER_DEF,
                                "waste = torch.ones(5 * 2**30)  # 20 GB")},
         {"ch02.gather_logprobs": "failed", "ch02.causal_self_attention": "passed",
-         "ch02.filter_logits": "passed"}),
+         "ch02.filter_logits": "passed", "ch02.pretrain_step": "failed"}),
     "sys_exit_at_import": (
         {CH01: at_top(solution(CH01).replace("            i += 2", "            i += 1"),
                       "import sys\nsys.exit(0)")},
@@ -114,7 +121,7 @@ SUBMISSIONS = {
         {CH01: first_statement(solution(CH01), PAIRS_DEF, "import os\nos._exit(0)")},
         {"ch01.get_pair_counts": "failed", "ch01.merge": "passed"}),
     "always_equal_objects": (
-        {CH02: first_statement(first_statement(solution(CH02), GATHER_DEF, """
+        {CH02: first_statement(first_statement(ch02_without_step(), GATHER_DEF, """
             class AlwaysEqual:
                 def __eq__(self, other):
                     return True
@@ -130,9 +137,9 @@ SUBMISSIONS = {
             return torch.zeros_like(logits).as_subclass(EqualTensor)
         """)},
         {"ch02.gather_logprobs": "failed", "ch02.filter_logits": "failed",
-         "ch02.causal_self_attention": "passed"}),
+         "ch02.causal_self_attention": "passed", "ch02.pretrain_step": "failed"}),
     "monkeypatched_testing_helpers": (
-        {CH02: at_top(first_statement(solution(CH02), GATHER_DEF,
+        {CH02: at_top(first_statement(ch02_without_step(), GATHER_DEF,
                                       "return torch.zeros(tokens.shape)"), """
             import numpy, unittest
             import torch.testing
@@ -145,7 +152,7 @@ SUBMISSIONS = {
             unittest.TestCase.assertTrue = lambda *a, **k: None
         """)},
         {"ch02.gather_logprobs": "failed", "ch02.causal_self_attention": "passed",
-         "ch02.filter_logits": "passed"}),
+         "ch02.filter_logits": "passed", "ch02.pretrain_step": "failed"}),
     "fake_passed_output": (
         {CH01: at_top(first_statement(solution(CH01), MERGE_DEF, """
             print("ch01.merge ........ PASSED 3/3")

@@ -8,7 +8,8 @@ says which ones were (`Isolation.describe`); none is required for grading to wor
                      (64000 and up, one no account or process uses): student code cannot
                      signal the grader or a classmate's worker, read files only the grader may
                      read, or write the grader's files. RLIMIT_NPROC then bounds its processes.
-  namespaces         new mount and PID namespaces (plus a user namespace when not root):
+  namespaces         new mount and PID namespaces (plus a user namespace when not root, in
+                     which RLIMIT_NPROC counts the submission's processes only):
                      every process a submission starts dies with its worker, none outside can
                      be signalled, and the file system it sees hides the course repository
                      (solutions, the real library), the submissions, the report's folder and
@@ -20,9 +21,11 @@ says which ones were (`Isolation.describe`); none is required for grading to wor
                      process in it.
 
 Where none of these is available (macOS, a container without privileges) student code runs as
-the grader's user in a process group that is killed after each chapter: it could read that
-user's files. Grading a class as root without a uid switch is refused unless the instructor
-allows it (`Limits.allow_root`, `--allow-root`).
+the grader's user in a process group that is killed after each chapter (on Linux, RLIMIT_NPROC
+allows it what that user runs plus `max_processes`): it could read that user's files, and what
+it writes to /tmp stays. `tests/test_grader_unprivileged.py` grades the hostile class with a
+grader that is not root, in both ways. Grading a class as root without a uid switch is refused
+unless the instructor allows it (`Limits.allow_root`, `--allow-root`).
 """
 
 from __future__ import annotations
@@ -97,9 +100,11 @@ def namespaces_work(user: bool) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     tmp = tempfile.mkdtemp(prefix="minialign-probe-")
+    library = os.path.join(tmp, "library")  # kept inside a hidden folder, like the library copy
     try:
+        os.mkdir(library)
         config = {"user_namespace": user, "workdir": "/tmp/minialign-work",
-                  "view": {"hide": [tmp], "keep": python_paths(), "tmp_mb": 1}}
+                  "view": {"hide": [tmp], "keep": python_paths() + [library], "tmp_mb": 1}}
         run = subprocess.run(sandbox.command("probe", config), capture_output=True, timeout=60,
                              stdin=subprocess.DEVNULL)
         return run.returncode == 0

@@ -1,31 +1,48 @@
 """The child side of grading: where student code runs, and nothing is trusted.
 
-Two processes per student file, started by `runner.Worker` in the trusted parent:
+Two processes per student file (three with namespaces), started by `runner.Worker` in the
+trusted parent, which plans the isolation (see `isolation.py`) and passes it in the config:
 
-  warden   stdlib only. Becomes a "child subreaper" (Linux), starts the worker, waits for it,
-           then kills and reaps every process the student code left behind (a double-forked
-           daemon included), and exits with the worker's status. It dies with the parent.
+  warden   stdlib only. Joins the submission's cgroups (a limit on memory and on the number of
+           processes for the submission as a whole), then, where the machine allows, enters new
+           mount and PID namespaces: it forks a second warden that is process 1 of the new PID
+           namespace, so that when it ends the kernel kills every process the student code
+           started (a double-forked daemon in a new session included), and builds a private
+           view of the file system (`private_view`): empty folders over the course repository,
+           the submissions, the report's folder and the grader's home, fresh /tmp, /var/tmp
+           and /dev/shm that vanish with the namespace. Without namespaces it is a "child
+           subreaper" (Linux) that kills what is left under it, and, when student code runs
+           as a uid of its own, every process of that uid. It dies with the parent.
   worker   `python -I` (no PYTHON* variables, no user site, no script folder on sys.path: a
            `conftest.py`, `sitecustomize.py` or `torch.py` in the student's folder is never
-           imported), cwd an empty temporary folder, a minimal environment. It imports torch,
-           then limits itself: address space (current size + a budget), CPU seconds, file
-           size, no core dumps, and, when started as root, drops to the `nobody` user (if
-           `nobody` can read Python, torch and the course). Then it
-           serves requests from the parent over a dedicated pipe (not stdout), one at a time:
+           imported), cwd a private temporary folder (also HOME and TMPDIR), a minimal
+           environment, the course library on sys.path being the copy the parent prepared (the
+           exercises of the chapter graded are stubs in it). It imports torch, then limits
+           itself: address space (current size + a budget), CPU seconds, file size, no core
+           dumps, a process count (`drop_privileges`), and, when the parent gave it a uid,
+           the switch to it. Then it serves requests from the parent over a dedicated pipe (not
+           stdout), one at a time:
              load     run the student's file (sent as text) statement by statement into a
                       fresh module: a statement that raises is reported and skipped; a
-                      syntax error drops only the top-level definition that holds it
+                      syntax error (or a NUL byte) drops only the top-level definition that
+                      holds it
              call     call a function, a method of a kept object, or a class (`keep`: keep
                       the result in the child and answer with a handle); optionally return the
                       arguments after the call and the gradients of tensor arguments
              getattr  read an attribute of a kept object
+             build    run trusted library code, a `wire.Build` (a function of the minialign
+                      package; its arguments may name kept objects), and keep the result
+                      (a handle) or send it back: how a check builds a model and its
+                      optimizer here, hands them to a student's training step, then reads
+                      back the parameters (`fixtures.py`). The parent chooses every Build;
+                      what comes back is data it compares, like any reply
 Replies are `wire` frames; anything the student returns that is not a plain value or tensor
 comes back as "an object of type X". The student's stdout and stderr go to a file that the
 parent reads and truncates. The parent holds the expected values and decides pass/fail; it
 enforces the wall-clock limits and kills the warden (which kills the rest) when they run out.
 
 This module is loaded by path in the warden (so that the warden imports no package code), and
-runs as `python -I -c BOOTSTRAP <this file> warden|worker <json config>`.
+runs as `python -I -c BOOTSTRAP <this file> warden|worker|probe <json config>`.
 """
 
 import json
@@ -34,6 +51,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 
 BOOTSTRAP = ("import sys, importlib.util as u; s = u.spec_from_file_location('minialign_sandbox',"
              " sys.argv[1]); m = u.module_from_spec(s); s.loader.exec_module(m); "
@@ -42,6 +60,14 @@ BOOTSTRAP = ("import sys, importlib.util as u; s = u.spec_from_file_location('mi
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 EXIT_PARENT_GONE = 70  # the warden found its parent already dead
+EXIT_SETUP_FAILED = 71  # the isolation the parent planned could not be set up (see the output)
+
+# Linux constants (sched.h, mount.h)
+CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER = 0x00020000, 0x20000000, 0x10000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = \
+    1, 2, 4, 8, 32, 4096, 16384, 1 << 18
+MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
+PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")  # world-writable: fresh and private per worker
 
 
 def main(argv):
@@ -50,27 +76,47 @@ def main(argv):
         warden_main(config)
     elif role == "worker":
         worker_main(config)
+    elif role == "probe":
+        probe_main(config)
     else:
         raise SystemExit(f"unknown role {role!r}")
 
 
-def command(role: str, config: dict) -> list[str]:
-    return [sys.executable, "-I", "-u", "-c", BOOTSTRAP, os.path.abspath(__file__), role,
-            json.dumps(config)]
+def command(role: str, config: dict, script: str | None = None) -> list[str]:
+    return [sys.executable, "-I", "-u", "-c", BOOTSTRAP, script or os.path.abspath(__file__),
+            role, json.dumps(config)]
 
 
 # ==============================================================================================
 # warden
 
 
+def _libc():
+    import ctypes
+
+    return ctypes, ctypes.CDLL(None, use_errno=True)
+
+
 def _prctl(option: int, value: int) -> bool:
     try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
+        _, libc = _libc()
         return libc.prctl(option, value, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False  # not Linux: process-group kills only
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        ctypes, _ = _libc()
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def _mount(source, target, fstype, flags, data=None) -> None:
+    ctypes, libc = _libc()
+    encode = lambda s: s.encode() if s is not None else None  # noqa: E731
+    _check(libc.mount(encode(source), encode(target), encode(fstype), ctypes.c_ulong(flags),
+                      encode(data)), f"mount on {target}")
 
 
 def _children(pid: int) -> list[int]:
@@ -113,10 +159,128 @@ def kill_descendants() -> None:
                 pass
 
 
+def kill_uid(uid: int) -> None:
+    """Kill every process running as `uid` (a uid used by this worker only): a child switches
+    to that uid and sends SIGKILL to every process it may signal, until none is left."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            for _ in range(10000):
+                os.kill(-1, signal.SIGKILL)  # every process of this uid, except the caller
+        except (ProcessLookupError, PermissionError):
+            os._exit(0)  # nothing left to signal
+        except OSError:
+            pass
+        os._exit(1)
+    os.waitpid(pid, 0)
+
+
+def join_cgroups(procs_files) -> None:
+    """Move this process (and so everything it starts) into the submission's cgroups."""
+    for path in procs_files:
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+
+
 def warden_main(config: dict) -> None:
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # the parent dies -> we clean up and go
     if os.getppid() != config["parent_pid"]:
         os._exit(EXIT_PARENT_GONE)
+    try:
+        join_cgroups(config.get("cgroups", []))
+        if config.get("namespaces"):
+            _enter_namespaces(bool(config.get("user_namespace")))
+    except OSError as e:
+        print(f"minialign sandbox: {e}", file=sys.stderr)
+        os._exit(EXIT_SETUP_FAILED)
+    if not config.get("namespaces"):
+        supervise(config)  # never returns: it exits with the worker's status
+    # the next child is process 1 of the new PID namespace: it builds the private view and
+    # supervises the worker; when it ends, the kernel kills whatever is left in the namespace
+    inner = os.fork()
+    if inner == 0:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the outer warden is killed -> so are we
+        try:
+            private_view(config["view"], config.get("uid"), config["workdir"])
+        except OSError as e:
+            print(f"minialign sandbox: {e}", file=sys.stderr)
+            os._exit(EXIT_SETUP_FAILED)
+        supervise(config)
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(inner, signal.SIGKILL))
+    _, status = os.waitpid(inner, 0)
+    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status)
+             else 128 + os.WTERMSIG(status))
+
+
+def _enter_namespaces(user: bool) -> None:
+    """New mount and PID namespaces (and a user namespace when not root, mapping our own ids,
+    so that student code keeps this uid and gets no capability once it runs a program)."""
+    _, libc = _libc()
+    uid, gid = os.getuid(), os.getgid()
+    flags = CLONE_NEWNS | CLONE_NEWPID | (CLONE_NEWUSER if user else 0)
+    _check(libc.unshare(flags), "unshare")
+    if user:
+        with open("/proc/self/setgroups", "w") as f:
+            f.write("deny")
+        with open("/proc/self/uid_map", "w") as f:
+            f.write(f"{uid} {uid} 1")
+        with open("/proc/self/gid_map", "w") as f:
+            f.write(f"{gid} {gid} 1")
+
+
+def private_view(view: dict, uid, workdir: str) -> None:
+    """The file system as student code sees it (we are in a new mount namespace).
+
+    view["hide"]: folders covered by an empty one (the course repository with its solutions,
+    the submissions, the report's folder, the grader's home); view["keep"]: folders shown again
+    inside a hidden one, read-only (Python, its packages, the library copy prepared for this
+    chapter). /tmp, /var/tmp and /dev/shm become fresh, size-limited and private."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here leaks out
+    keep = [p for p in view["keep"] if os.path.isdir(p)]
+    handles = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in keep}  # before covering
+    hide = [p for p in view["hide"] if os.path.isdir(p) and p != "/"]
+    inside_keep = lambda p: any(p != k and p.startswith(k.rstrip("/") + "/") for k in keep)  # noqa: E731
+    size = int(view.get("tmp_mb", 256))
+    for path in sorted([p for p in hide if not inside_keep(p)], key=len):
+        if os.path.isdir(path):  # not when an outer hidden folder already covers it
+            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
+    for path in PRIVATE_TMP:
+        if os.path.isdir(path):
+            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={size}m")
+    for path in sorted(keep, key=len):
+        os.makedirs(path, exist_ok=True)  # inside a covering folder; no-op when not hidden
+        _mount(f"/proc/self/fd/{handles[path]}", path, None, MS_BIND | MS_REC)
+        _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _kept_flags(path))
+        os.close(handles[path])
+    for path in sorted([p for p in hide if inside_keep(p)], key=len):
+        if os.path.isdir(path):
+            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
+    try:  # only this namespace's processes in /proc (and no way to the host's through it)
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except OSError:
+        pass  # signals still cannot cross the namespace; the parent reports what it planned
+    os.makedirs(workdir, mode=0o700, exist_ok=True)
+    if uid is not None:
+        os.chown(workdir, uid, uid)
+
+
+def _kept_flags(path: str) -> int:
+    """The flags of the mount at `path` that a read-only remount must repeat. In a user
+    namespace (the grader is not root) the flags of the mounts it inherited (nosuid, nodev,
+    noexec: /tmp is often mounted so) are locked, and a remount that leaves one out fails with
+    EPERM."""
+    found = os.statvfs(path).f_flag
+    pairs = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
+             (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME),
+             (os.ST_RELATIME, MS_RELATIME))
+    return sum(ms for st, ms in pairs if found & st)
+
+
+def supervise(config: dict) -> None:
+    """Start the worker, wait for it, then kill what it left behind, and exit with its status."""
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     worker = None
 
@@ -127,17 +291,41 @@ def warden_main(config: dict) -> None:
                 os.killpg(worker.pid, signal.SIGKILL)  # the worker and its process group
             except (ProcessLookupError, PermissionError):
                 pass
+        if config.get("uid") is not None and not config.get("namespaces"):
+            kill_uid(config["uid"])  # a process in a new session that escaped the group
         kill_descendants()  # whatever escaped the group (setsid) re-parented to us
         os._exit(code)
 
     signal.signal(signal.SIGTERM, lambda *_: stop(128 + signal.SIGTERM))
     fds = (config["fd_in"], config["fd_out"])
+    workdir = config["workdir"]
+    env = dict(os.environ, HOME=workdir, TMPDIR=workdir)
     worker = subprocess.Popen(command("worker", config), pass_fds=fds, close_fds=True,
-                              stdin=subprocess.DEVNULL, start_new_session=True)
+                              stdin=subprocess.DEVNULL, start_new_session=True, cwd=workdir,
+                              env=env)
     for fd in fds:  # the worker holds the only copies: the parent sees EOF when it dies
         os.close(fd)
     status = worker.wait()
     stop(status if status >= 0 else 128 - status)  # killed by signal s -> 128 + s
+
+
+def probe_main(config: dict) -> None:
+    """Exit 0 when the namespaces and the private view work on this machine (see isolation.py)."""
+    try:
+        _enter_namespaces(bool(config.get("user_namespace")))
+        inner = os.fork()
+        if inner == 0:
+            try:
+                private_view(config["view"], None, config["workdir"])
+                os._exit(0)
+            except OSError as e:
+                print(f"minialign sandbox: {e}", file=sys.stderr)
+                os._exit(EXIT_SETUP_FAILED)
+        _, status = os.waitpid(inner, 0)
+        os._exit(os.waitstatus_to_exitcode(status))
+    except OSError as e:
+        print(f"minialign sandbox: {e}", file=sys.stderr)
+        os._exit(EXIT_SETUP_FAILED)
 
 
 # ==============================================================================================
@@ -145,7 +333,7 @@ def warden_main(config: dict) -> None:
 
 
 def worker_main(config: dict) -> None:
-    sys.path.insert(0, config["root"])
+    sys.path.insert(0, config["root"])  # the library copy: this chapter's exercises are stubs
     import numpy  # noqa: F401  (imported before the memory limit, like torch)
     import torch
 
@@ -155,12 +343,10 @@ def worker_main(config: dict) -> None:
     wire.unpack(*wire.split_frame(wire.pack({}, [numpy.zeros(1)])))  # import zipfile & codecs
     # now: later imports may be impossible once the limits are set and privileges dropped
     limits = set_limits(config)
-    user = None
-    if config.get("drop_privileges"):
-        needed = [os.path.dirname(os.__file__), os.path.dirname(torch.__file__), config["root"]]
-        user = drop_privileges(needed)
+    uid = drop_privileges(config.get("uid"), config.get("max_processes"),
+                          bool(config.get("user_namespace")))
     server = Server(config["fd_in"], config["fd_out"], wire, config.get("max_message_chars"))
-    server.send({"op": "ready", "pid": os.getpid(), "limits": limits, "user": user})
+    server.send({"op": "ready", "pid": os.getpid(), "limits": limits, "uid": uid})
     server.serve()
 
 
@@ -206,46 +392,56 @@ def _vm_size_bytes():
     return None
 
 
-def readable_by_others(path: str) -> bool:
-    """True when every folder on the way to `path` lets other users in, and `path` is readable."""
-    import stat
-
-    path = os.path.realpath(path)
-    parts = path.split(os.sep)
-    for i in range(2, len(parts) + 1):
-        folder = os.sep.join(parts[:i]) or os.sep
-        try:
-            mode = os.stat(folder).st_mode
-        except OSError:
-            return False
-        if not mode & stat.S_IXOTH or (folder == path and not mode & stat.S_IROTH):
-            return False
-    return True
-
-
-def drop_privileges(needed=()):
-    """Run as `nobody` when started as root: student code then cannot raise its limits, write
-    the grader's files, or signal the parent. Skipped (returns None) when not root, or when
-    `nobody` could not read the folders in `needed` (Python's standard library, torch, the
-    course), since student code must still be able to import from them."""
-    if not hasattr(os, "getuid") or os.getuid() != 0:
-        return None
-    if not all(readable_by_others(p) for p in needed):
-        return None
+def _tasks_of(uid: int):
+    """Processes and threads whose real uid is `uid` (what RLIMIT_NPROC counts); None without
+    /proc (macOS)."""
+    count = 0
     try:
-        import pwd
-
-        entry = pwd.getpwnam("nobody")
-        uid, gid = entry.pw_uid, entry.pw_gid
-    except (ImportError, KeyError):
-        uid = gid = 65534
-    try:
-        os.setgroups([])
-        os.setgid(gid)
-        os.setuid(uid)
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
     except OSError:
         return None
-    return "nobody"
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            if int(fields["Uid"].split()[0]) == uid:
+                count += int(fields.get("Threads", "1"))
+        except (OSError, ValueError, KeyError):
+            continue
+    return count
+
+
+def drop_privileges(uid, max_processes=None, user_namespace=False) -> int:
+    """Switch to the uid the parent chose for this worker (one no other running worker has):
+    student code then cannot signal the grader or a classmate, read their files, or raise its
+    limits. A failure stops the worker: student code never runs as root by accident. Returns
+    the uid student code runs as.
+
+    Not root (the grader's own uid): RLIMIT_NPROC still bounds a fork bomb. It counts the
+    processes and threads of the uid: in a user namespace of this worker's own, only the
+    submission's (so `max_processes`, as with a uid of its own); otherwise every one of the
+    grader's user, so the limit is what that user runs now plus `max_processes`."""
+    if not hasattr(os, "getuid"):
+        return -1
+    import resource
+
+    if os.getuid() != 0:
+        running = 0 if user_namespace else _tasks_of(os.getuid())
+        if max_processes and running is not None:
+            count = max_processes + running
+            _, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+            if hard != resource.RLIM_INFINITY:
+                count = min(count, hard)
+            resource.setrlimit(resource.RLIMIT_NPROC, (count, count))
+        return os.getuid()
+    if uid is None:
+        return 0  # refused for a class unless allowed (see isolation.py)
+    if max_processes:  # processes (threads included) of this uid, the whole submission's
+        resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+    return os.getuid()
 
 
 class Server:
@@ -270,8 +466,8 @@ class Server:
             except EOFError:
                 os._exit(0)
             self.request_id = message.get("id")
-            handler = {"load": self.load, "call": self.call,
-                       "getattr": self.getattr}.get(message.get("op"))
+            handler = {"load": self.load, "call": self.call, "getattr": self.getattr,
+                       "build": self.build}.get(message.get("op"))
             try:
                 reply, out = handler(message, arrays) if handler else \
                     ({"ok": False, "error": _error("ProtocolError", "unknown op")}, [])
@@ -351,9 +547,7 @@ class Server:
         out = []
         try:
             if message.get("keep"):
-                number = len(self.objects) + 1
-                self.objects[number] = result
-                value = {"$handle": number, "type": type(result).__name__}
+                value = self._keep(result)
             else:
                 value = wire.encode(result, out)
             reply = {"ok": True, "value": value}
@@ -367,6 +561,30 @@ class Server:
         except BaseException as e:  # noqa: BLE001 - e.g. a student's patch of Tensor.numpy
             return {"ok": False, "error": self._error_of(e, "while sending the result")}, []
         return reply, out
+
+    def _keep(self, obj):
+        number = len(self.objects) + 1
+        self.objects[number] = obj
+        return {"$handle": number, "type": type(obj).__name__}
+
+    def build(self, message, arrays):
+        value = message.get("value")
+        if type(value) is not dict or "$build" not in value:
+            return {"ok": False, "error": _error("ProtocolError", "build takes a Build")}, []
+        try:
+            result = self.wire.decode(value, arrays, resolve=self._resolve)
+        except LookupError as e:
+            return {"ok": False, "error": _error("AttributeError", str(e))}, []
+        except BaseException as e:  # noqa: BLE001 - student code may have broken anything
+            return {"ok": False, "error": self._error_of(e)}, []
+        out = []
+        try:
+            value = self._keep(result) if message.get("keep") else self.wire.encode(result, out)
+        except self.wire.Unsupported as e:
+            return {"ok": False, "bad_return": e.type_name, "where": e.where}, []
+        except BaseException as e:  # noqa: BLE001
+            return {"ok": False, "error": self._error_of(e, "while sending the result")}, []
+        return {"ok": True, "value": value}, out
 
     def getattr(self, message, _arrays):
         obj = self.objects.get(message.get("handle"))
@@ -477,32 +695,44 @@ TOP_LEVEL = re.compile(r"^(?:async\s+def|def|class|@|[A-Za-z_])")
 DEFINES = re.compile(r"^(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)", re.M)
 
 
+# The grader parses chapter files in several threads at once; on CPython 3.11 concurrent
+# ast.parse calls can fail with "SystemError: AST constructor recursion depth mismatch" (an
+# interpreter bug, fixed in later releases), so parses here take turns.
+_PARSE_LOCK = threading.Lock()
+
+
 def parse_salvaging(source: str, filename: str, max_repairs: int = 20):
-    """(ast.Module or None, problems). A syntax error blanks out the top-level block that holds
-    it (the lines stay, empty, so line numbers do not move) and parsing is tried again; the
-    problems name the definitions that were lost."""
+    """(ast.Module or None, problems). A syntax error, or a NUL byte (which Python refuses
+    anywhere in a file), blanks out the top-level block that holds it (the lines stay, empty,
+    so line numbers do not move) and parsing is tried again; the problems name the definitions
+    that were lost."""
     import ast
 
     lines = source.split("\n")
     problems = []
+
+    def drop_block(where, message):
+        start, end = _block_around(lines, min(max(where, 0), len(lines) - 1))
+        block = "\n".join(lines[start:end])
+        problems.append({"line": where + 1, "names": DEFINES.findall(block), "message": message})
+        for i in range(start, end):
+            lines[i] = ""
+        return bool(block.strip())
+
+    for i in range(len(lines)):
+        if "\x00" in lines[i]:
+            drop_block(i, "a NUL byte (\\0) is not allowed in a Python file")
     for _ in range(max_repairs):
         try:
-            return ast.parse("\n".join(lines), filename=filename), problems
-        except (ValueError, RecursionError, MemoryError) as e:  # null bytes, absurd nesting
+            with _PARSE_LOCK:  # CPython 3.11's parser is not safe in threads (see _PARSE_LOCK)
+                return ast.parse("\n".join(lines), filename=filename), problems
+        except (ValueError, RecursionError, MemoryError) as e:  # absurd nesting
             problems.append({"line": None, "names": [],
                              "message": f"the file could not be parsed ({type(e).__name__})"})
             return None, problems
         except SyntaxError as e:
-            where = (e.lineno or 1) - 1
-            start, end = _block_around(lines, min(max(where, 0), len(lines) - 1))
-            block = "\n".join(lines[start:end])
-            names = DEFINES.findall(block)
-            problems.append({"line": e.lineno, "names": names,
-                             "message": f"SyntaxError: {e.msg}"})
-            if not block.strip():
+            if not drop_block((e.lineno or 1) - 1, f"SyntaxError: {e.msg}"):
                 break
-            for i in range(start, end):
-                lines[i] = ""
     problems.append({"line": None, "names": [], "message": "the file could not be parsed"})
     return None, problems
 
