@@ -13,7 +13,7 @@ import pytest
 from minialign.course import build as build_lib
 from minialign.course.markers import (CHAPTERS, REPO_DIR, MarkerError, exercises_in_source,
                                       find_exercises)
-from minialign.course.questions import Question, all_questions
+from minialign.course.questions import Key, Question, all_questions
 
 
 def test_committed_files_are_up_to_date():
@@ -91,7 +91,10 @@ def test_stubs_raise_not_implemented_with_the_exercise_id():
         module.gather_logprobs(None, None)
     text = (REPO_DIR / "exercises" / "ch02_gpt.py").read_text()
     assert "python -m minialign.grade --impl exercises --chapter 2" in text
-    assert "edit the library, not this file" in text
+    assert "This file is yours: edit it." in text
+    assert "python -m minialign pretrain --impl exercises" in text  # train with it
+    assert "Library code: minialign/model.py, minialign/pretrain.py." in text
+    assert "Try first" in text
     assert "difficulty ★★☆ · about 20 minutes" in text
 
 
@@ -206,9 +209,11 @@ def test_marker_errors_are_readable(body, error):
 
 def test_question_answers_fit_their_options():
     with pytest.raises(ValueError):
-        Question("q9.1", "choice", "?", ("a", "b"), "c", "")
+        Question("q9.1", "choice", "?", ("a", "b"), Key("c", "", {"a": "", "b": ""}))
     with pytest.raises(ValueError):
-        Question("q9.1", "order", "?", ("a", "b"), ("a", "a"), "")
+        Question("q9.1", "order", "?", ("a", "b"), Key(("a", "a"), "", {"a": "", "b": ""}))
+    with pytest.raises(ValueError):  # every wrong option needs its feedback, the right one none
+        Question("q9.1", "choice", "?", ("a", "b"), Key("a", "", {"a": "", "b": ""}))
     q = all_questions()[0]
     assert q.grade(None)[0] == "not attempted"
     assert q.grade(q.answer.upper())[0] == "passed"

@@ -366,4 +366,90 @@ KEY: dict[str, Key] = {
                   "systematic error, not noise."),
         },
     ),
+    "q8.1": Key(
+        answer="b",
+        explanation=("A baseline only has to estimate how good a response to this prompt is "
+                     "expected to be. PPO learns that estimate (the value model); GRPO samples G "
+                     "responses to the same prompt and uses their mean reward instead. With an "
+                     "outcome reward given once at the end, every token of a response then gets "
+                     "that response's advantage: no critic to train, no second network in "
+                     "memory."),
+        why_not={
+            "a": ("The KL penalty keeps the policy near the reference; it does not say how good "
+                  "a response to this prompt is expected to be, which is what a baseline "
+                  "estimates."),
+            "c": ("The clip limits how far one update moves the policy; it does nothing to the "
+                  "variance of the reward signal. REINFORCE with raw rewards is still "
+                  "high-variance, however small the steps."),
+            "d": ("GRPO's reward is one number per response (a reward model's score or a "
+                  "verifier's 0/1), not one per token."),
+        },
+    ),
+    "q8.2": Key(
+        answer="d",
+        explanation=("RL improves what its reward can see. The verifier checks outcomes a rule "
+                     "can check (the sum, the French phrase, a refusal of a harmful request); it "
+                     "scores a funny and a flat joke alike (it cannot judge humour at all) and a "
+                     "polite and a rude right answer alike. Within a group, such differences "
+                     "change no reward, so no advantage pushes towards them: what the verifier "
+                     "cannot see, RL against it will not improve."),
+        why_not={
+            "a": ("A 0/1 reward has no gradient itself, but the policy gradient does not "
+                  "differentiate the reward: it weights the log-probs by the advantages, and a "
+                  "group with some right and some wrong answers has non-zero advantages."),
+            "b": ("The overlong penalty only bites on answers that run into the token budget. "
+                  "Ask what the verifier's score of a short joke, funny or flat, or of a rude "
+                  "but right answer would be."),
+            "c": ("Training longer cannot help a family whose answers all get the same reward: "
+                  "the signal, not the step size, is missing."),
+        },
+    ),
+    "q8.3": Key(
+        answer="a",
+        explanation=("An outcome reward model (or a verifier) judges only the end result; a "
+                     "process reward model is trained on step labels and scores every step of "
+                     "the reasoning. Lightman et al. (2023) found that for best-of-N selection on "
+                     "MATH a process reward model picked right answers more often than an "
+                     "outcome one (78.2% against 72.4%); Uesato et al. (2022) found similar "
+                     "final-answer error on GSM8K but fewer wrong reasoning steps with process "
+                     "supervision."),
+        why_not={
+            "b": ("Who labels the data does not make the difference: both kinds can be learned "
+                  "from people or computed, and any learned reward can be exploited."),
+            "c": ("The KL penalty keeps the policy near the reference; it says nothing about "
+                  "whether a reasoning step is right."),
+            "d": ("On MATH, selecting with a process reward model beat selecting with an outcome "
+                  "one; the two do not make the same choices."),
+        },
+    ),
+    "q8.4": Key(
+        answer="c",
+        explanation=("The advantage compares each answer with its group. When all rewards are "
+                     "equal, each one equals the group mean, so every advantage is 0 and the "
+                     "policy-gradient term vanishes: the group costs eight samples and teaches "
+                     "nothing (the KL term aside). DAPO's dynamic sampling drops such groups "
+                     "(all right or all wrong) and logs the fraction dropped."),
+        why_not={
+            "a": ("GRPO rewards an answer for being better than the others of its group, not "
+                  "for its reward alone: here no answer is better than any other."),
+            "b": ("Raising every answer's probability needs positive advantages; compare each "
+                  "reward with the group's mean."),
+            "d": ("The numerator is 0 too: 0 / eps is 0, and an all-equal group is set to exactly "
+                  "0 anyway."),
+        },
+    ),
+    "q8.5": Key(
+        answer="b",
+        explanation=("The mean is 0.5, so r - mean is [0.5, -0.5, -0.5, 0.5]. The squared "
+                     "deviations sum to 1; torch.std divides by n - 1 = 3, so std = sqrt(1/3) = "
+                     "0.577, and 0.5 / 0.577 = 0.866."),
+        why_not={
+            "a": ("That is the population std (dividing by n = 4 gives std 0.5): torch.std "
+                  "divides the sum of squared deviations by n - 1."),
+            "c": ("That is r - mean alone (Dr. GRPO's advantage): GRPO also divides by the "
+                  "group's std."),
+            "d": ("That is RLOO's advantage, r minus the mean of the other three rewards: GRPO "
+                  "compares with the mean of the whole group and divides by its std."),
+        },
+    ),
 }

@@ -14,7 +14,7 @@ top-level class) becomes an exercise by marking its body, after the docstring:
 Rules, checked here with errors that name the file and line:
   * one region per function, opening right after the docstring and closing at the end of the
     body (nothing but the region follows the docstring);
-  * `chapter` (1-7), `difficulty` (1-3) and `minutes` are required;
+  * `chapter` (1-8: a key of CHAPTERS), `difficulty` (1-3) and `minutes` are required;
   * `# hint:` comment lines at the top of the region (and the comment lines that continue them)
     are kept in the student's stub.
 
@@ -51,10 +51,12 @@ CHAPTERS = {c.number: c for c in [
     Chapter(5, "ppo", "RLHF with PPO"),
     Chapter(6, "dpo", "Direct preference optimisation"),
     Chapter(7, "compare", "Best-of-N and comparing the methods"),
+    Chapter(8, "grpo", "RL from outcome rewards: GRPO, Dr. GRPO and RLOO"),
 ]}
 
 # the pipeline order of the library's modules: exercises of a chapter follow it
-PIPELINE = ["tokenizer", "model", "pretrain", "sft", "reward", "ppo", "dpo", "bon", "evaluate"]
+PIPELINE = ["tokenizer", "model", "pretrain", "sft", "reward", "ppo", "grpo", "dpo", "bon",
+            "evaluate"]
 
 START = re.compile(r"^(?P<indent>[ \t]*)# >>> exercise:(?P<attrs>.*)$")
 END = re.compile(r"^[ \t]*# <<< exercise[ \t]*$")

@@ -475,6 +475,82 @@ QUESTIONS: dict[int, list[Question]] = {
             ),
         ),
     ],
+    8: [
+        Question(
+            id="q8.1", kind="choice",
+            text="PPO trains a value model next to the policy; GRPO trains none. What takes its "
+                 "place?",
+            options=(
+                "The KL penalty to the reference: it is subtracted from every token's reward, "
+                "which centres the rewards the way a baseline would.",
+                "The other responses sampled for the same prompt: their mean reward is the "
+                "baseline each response is compared with.",
+                "Nothing: the clipped ratio keeps each update small, and with small steps the "
+                "raw reward is a low-variance enough signal.",
+                "The reward model, which scores every token of a response, so the advantage of "
+                "a token can be read off directly.",
+            ),
+        ),
+        Question(
+            id="q8.2", kind="choice",
+            text="GRPO against the verifier (1 for a right outcome, 0 otherwise) raises task "
+                 "success on arithmetic and translation, yet the jokes do not get funnier and "
+                 "the rude remarks in answers do not go away. Why?",
+            options=(
+                "A 0/1 reward has no gradient, so the policy learns only from the KL term.",
+                "Jokes are longer than arithmetic answers, so the overlong penalty on the "
+                "reward cancels whatever the verifier gives them, and rude remarks are too short "
+                "to be penalised.",
+                "The learning rate is too small for the humour family, which needs more "
+                "iterations than the others.",
+                "The verifier sees only a checkable outcome: style, politeness and humour "
+                "change no score, so no advantage rewards them.",
+            ),
+        ),
+        Question(
+            id="q8.3", kind="choice",
+            text="What separates an outcome reward from a process reward?",
+            options=(
+                "An outcome reward scores only the finished answer; a process reward scores "
+                "each step of the reasoning, so it can catch a wrong step.",
+                "An outcome reward comes from people and a process reward from a program, which "
+                "is why process rewards cannot be hacked.",
+                "A process reward is the per-token KL penalty, summed over the steps of the "
+                "response; the outcome reward is the score at its end.",
+                "They differ only in cost: trained on the same problems, both make the same "
+                "best-of-N selections, so the cheaper outcome reward model is always the one to "
+                "prefer in practice.",
+            ),
+        ),
+        Question(
+            id="q8.4", kind="choice",
+            text="With the verifier's reward, all G = 8 answers to one prompt are right (reward "
+                 "1 each). What does this group teach the policy in a GRPO update, the KL term "
+                 "aside?",
+            options=(
+                "Much: every answer earned the maximum reward, so all eight are reinforced "
+                "strongly.",
+                "It teaches the policy to make all eight answers more likely by the same amount, "
+                "which sharpens it on this prompt.",
+                "Nothing: every advantage is 0, so its gradient is 0; dynamic sampling drops "
+                "such groups.",
+                "It blows up the update: the std is 0, so each advantage is (1 - 1) / eps, and "
+                "the group must be clipped.",
+            ),
+        ),
+        Question(
+            id="q8.5", kind="choice",
+            text="A group of G = 4 answers gets the rewards [1, 0, 0, 1]. What are its GRPO "
+                 "advantages (r - mean) / std, with std torch.std's (Bessel-corrected, n - 1) "
+                 "and eps left out?",
+            options=(
+                "[1, -1, -1, 1]",
+                "[0.866, -0.866, -0.866, 0.866]",
+                "[0.5, -0.5, -0.5, 0.5]",
+                "[0.667, -0.667, -0.667, 0.667]",
+            ),
+        ),
+    ],
 }
 
 
