@@ -1,8 +1,10 @@
 """The command line: `python -m minialign` runs the whole pipeline; `python -m minialign STAGE`
-runs one stage (training the stages it needs first if their results are missing).
+runs one stage (training the stages it needs first if their results are missing or stale).
+A rerun resumes: a stage whose results are up to date (same config, same upstream runs) is
+skipped and says so; `--force STAGE` retrains it.
 
     python -m minialign                      every stage, then DIR/summary.{json,md}
-    python -m minialign pretrain|sft|reward|ppo|dpo|bon|compare
+    python -m minialign pretrain|sft|preferences|reward|ppo|grpo|dpo|bon|compare
     python -m minialign compare --sweep      chapter 7's experiments: PPO and DPO at several KL
                                              coefficients and betas (the frontier), best-of-N
                                              up to N = 256 and a reward model trained on less
@@ -10,21 +12,37 @@ runs one stage (training the stages it needs first if their results are missing)
                                              of DIR, skipped if present (about 20-30 minutes on
                                              a laptop; seconds with --fast)
     python -m minialign bench                speed on this machine (tokens/s, MFU, KV cache)
+    python -m minialign prm                  process vs outcome reward models on chained sums:
+                                             best-of-N by PRM, ORM and majority vote, N = 1..64
+                                             (its own tiny models; not part of the default run)
+    torchrun --standalone --nproc_per_node=N -m minialign STAGE
+                                             data-parallel training (DDP) over N processes
+                                             (CPU: gloo; GPUs: NCCL, one per process)
+    --size gpt2 --device cuda                GPT-2 small's shape on a GPU (bf16 autocast)
+    --log tensorboard                        scalars for TensorBoard under DIR/tensorboard
+
+    python -m minialign dpo --impl exercises train with your own functions (exercises/, solutions/
+                                             or a folder of chapter files) wherever the library
+                                             calls them; unwritten ones fall back to the
+                                             library's (the run goes to runs/exercises)
 
 Flags: --out DIR (default runs/default, or runs/fast with --fast), --seed N, --fast (a small
-configuration that finishes in a couple of minutes), --device cpu|cuda|mps|auto, --sweep (for
+configuration that finishes in a couple of minutes), --device cpu|cuda|mps|auto,
+--precision fp32|bf16|auto (pretraining's arithmetic; auto: bf16 where native), --sweep (for
 compare, and for the whole pipeline's compare step; the plain pipeline never sweeps).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-from . import pipeline
-from .utils import peak_memory_mb
+from . import dist, pipeline
+from .course import impl
+from .course.impl import StudentCodeError
 
 
 def main(argv=None) -> int:
@@ -37,46 +55,90 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fast", action="store_true", help="small, quick configuration")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default=None,
+                        help="pretraining's arithmetic: auto (default) is bf16 mixed precision "
+                             "where the hardware has bf16 natively (a CUDA GPU, a CPU with AMX), "
+                             "else fp32; fp32 forces full precision everywhere")
     parser.add_argument("--sweep", action="store_true",
                         help="compare: also run chapter 7's experiments (20-30 min on a laptop)")
+    parser.add_argument("--force", action="append", metavar="STAGE",
+                        choices=["all", *pipeline.STAGES],
+                        help="retrain STAGE even if its results are up to date (repeat for "
+                             "several; 'all' retrains everything); the stages after it follow")
+    parser.add_argument("--impl", default=None, metavar="exercises|solutions|DIR",
+                        help="train with your own functions: every exercise written in these "
+                             "chapter files replaces the library's wherever it is called; stubs "
+                             "fall back to the library's (the run goes to runs/NAME)")
+    parser.add_argument("--size", default="default", choices=["default", "gpt2"],
+                        help="model size: default (the CPU size) or gpt2 (GPT-2 small's shape, "
+                             "1024 positions: a GPU size; with --device cuda)")
+    parser.add_argument("--log", default=None, choices=["tensorboard"],
+                        help="also write every stage's scalars for TensorBoard, under TRL's "
+                             "names, to DIR/tensorboard (needs `pip install tensorboard`)")
     args = parser.parse_args(argv)
+    if args.log == "tensorboard":
+        from . import tracking
+
+        try:
+            tracking.check_tensorboard()
+        except RuntimeError as e:
+            parser.error(str(e))
+        tracking.enable()  # every stage trained from now on writes its curves as it goes
+    # under torchrun: join the process group (gloo on CPU, NCCL on CUDA); rank 0 prints
+    device = dist.init(args.device)
+    if device is not None:
+        args.device = str(device)  # this rank's GPU
+    if not dist.is_main():
+        sys.stdout = open(os.devnull, "w")
     if args.sweep and args.stage not in ("compare", "all"):
         parser.error("--sweep goes with the compare stage (or the whole pipeline)")
-    out = Path(args.out) if args.out else Path("runs") / ("fast" if args.fast else "default")
+    if args.impl is not None:
+        try:
+            impl.use(args.impl)
+        except (FileNotFoundError, SyntaxError, StudentCodeError) as e:
+            parser.error(f"--impl {args.impl}: {e}")
+    out = Path(args.out) if args.out else pipeline.default_run_dir(args.fast, relative=True)
+    try:
+        return _run(args, out)
+    except StudentCodeError as e:  # the learner's function failed: say so, no traceback
+        print(f"\nstopped: {e}", file=sys.stderr)
+        return 1
+    finally:
+        dist.close()
 
+
+def _run(args, out: Path) -> int:
     if args.stage == "bench":
         from . import bench
 
-        bench.main(out, fast=args.fast, device=args.device)
+        bench.main(out, fast=args.fast, device=args.device, size=args.size)
         return 0
 
-    timings: dict = {}
     from . import compare
 
-    def run(stage):
-        if stage == "compare" and args.sweep:  # the compare stage with CompareConfig(sweep=True)
-            for dep in pipeline.STAGES["compare"][2]:
-                if not pipeline.is_done(out, dep):
-                    pipeline.run(dep, out, args.fast, args.seed, args.device, timings)
-            print(f"== compare --sweep ({'fast' if args.fast else 'default'} config) ==")
-            start = time.perf_counter()
-            compare.train(pipeline.make_config("compare", args.fast, args.seed, sweep=True), out,
-                          args.device)
-            timings["compare"] = {"seconds": time.perf_counter() - start,
-                                  "peak_memory_mb": peak_memory_mb()}
-        else:
-            pipeline.run(stage, out, args.fast, args.seed, args.device, timings)
+    timings: dict = {}
+    stages = pipeline.ORDER if args.stage == "all" else [args.stage]
+    overrides = {"compare": {"sweep": True}} if args.sweep else {}
+    if args.size != "default":
+        from .pretrain import SIZES
 
-    if args.stage != "all":
-        run(args.stage)
-        return 0
+        overrides["pretrain"] = SIZES[args.size]
     start = time.perf_counter()
-    for stage in pipeline.ORDER:
-        run(stage)
-    summary = compare.write_summary(out, timings, time.perf_counter() - start, args.fast)
+    skipped = pipeline.update(stages, out, args.fast, args.seed, args.device, timings,
+                              precision=args.precision, force=args.force or (),
+                              overrides=overrides)
+    if args.log == "tensorboard" and dist.is_main():  # the skipped stages' curves, afterwards
+        from . import tracking
+
+        tracking.write_run(out, skipped)
+    if args.stage != "all" or not dist.is_main():
+        return 0
+    summary = compare.write_summary(out, timings, time.perf_counter() - start, args.fast,
+                                    skipped=skipped)
     print(f"pipeline finished in {summary['total_seconds']:.0f} s (peak memory "
           f"{summary['peak_memory_mb']:.0f} MB): "
-          + ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in timings.items()))
+          + ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in timings.items())
+          + (f"; up to date, skipped: {', '.join(skipped)}" if skipped else ""))
     print(f"wrote {out / 'summary.md'} and {out / 'summary.json'}")
     return 0
 

@@ -2,10 +2,12 @@
 
     python -m minialign sft --log tensorboard       then: tensorboard --logdir runs/default/tensorboard
 
-Each stage keeps its training curves in the `history` of its metrics.json. This module turns
-them into (tag, value, step) scalars named as TRL's trainers name them (`train/loss`,
-`eval/loss`, `train/rewards/margins`, `objective/kl`, ...) and hands them to a writer, one
-TensorBoard run per stage (DIR/tensorboard/STAGE), written when the stage has finished.
+Live: while a stage trains, its loop hands each step's scalars to `log` (a no-op unless the
+command line turned tracking on), under the names TRL's trainers use (`train/loss`,
+`eval/loss`, `train/rewards/margins`, `objective/kl`, ...), one TensorBoard run per stage
+(DIR/tensorboard/STAGE), flushed every few seconds, so a run can be watched as it goes. A stage
+skipped because it was up to date is exported afterwards from the `history` of its
+metrics.json (`write_run`), under the same names.
 
 TensorBoard is an optional extra (`pip install tensorboard`), imported only when asked for.
 Any object with `add_scalar(tag, value, step)` and `close()` can stand in for the writer (the
@@ -27,9 +29,45 @@ _TRAIN_KEYS = {"train_loss": "train/loss", "train_accuracy": "train/accuracy",
 
 
 def tensorboard_writer(log_dir):
-    """A torch.utils.tensorboard SummaryWriter for log_dir; a clear error if tensorboard is
-    not installed (it is an optional extra, not a dependency of minialign)."""
-    return _summary_writer_class()(log_dir=str(log_dir))
+    """A torch.utils.tensorboard SummaryWriter for log_dir (flushed every 5 s, for watching a
+    run live); a clear error if tensorboard is not installed (an optional extra)."""
+    return _summary_writer_class()(log_dir=str(log_dir), flush_secs=5)
+
+
+# ----------------------------------------------------------------------------------------------
+# live: the writer of the stage now training (None when tracking is off)
+
+_live = {"make_writer": None, "writer": None}
+
+
+def enable(make_writer=tensorboard_writer) -> None:
+    """Turn live tracking on for the stages run from now on in this process."""
+    _live["make_writer"] = make_writer
+
+
+def begin(out_dir, stage: str) -> None:
+    """Called by the pipeline as a stage starts: open DIR/tensorboard/STAGE (when enabled)."""
+    end()
+    if _live["make_writer"] is not None:
+        _live["writer"] = _live["make_writer"](Path(out_dir) / "tensorboard" / stage)
+
+
+def log(values: dict, step: int) -> None:
+    """One step's scalars, {TRL's name: value}; a name without a "/" becomes "train/NAME".
+    Non-numbers and non-finite values are left out. Does nothing while tracking is off."""
+    writer = _live["writer"]
+    if writer is None:
+        return
+    for tag, value in values.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and math.isfinite(value):
+            writer.add_scalar(tag if "/" in tag else f"train/{tag}", float(value), int(step))
+
+
+def end() -> None:
+    if _live["writer"] is not None:
+        _live["writer"].close()
+        _live["writer"] = None
 
 
 def check_tensorboard() -> None:

@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from minialign import dpo, evaluate, model, ppo, preferences, pretrain, reward, sft
+from minialign import dpo, model, ppo, preferences, pretrain, reward, sft
 from minialign.course import impl
 from minialign.course.markers import REPO_DIR, find_exercises
 
@@ -49,13 +49,16 @@ def test_written_functions_replace_the_library_everywhere_and_restore_puts_it_ba
     original = model.gather_logprobs
     impl.use("solutions", log=lambda *_: None)
     # rebound in the defining module and in every module that imported the name
-    for module in (model, evaluate, ppo):
+    for module in (model, ppo):
         assert module.gather_logprobs is not original
         assert module.gather_logprobs.__wrapped__ is original
+    # evaluate and dpo score responses through model.logprobs_of_responses, which calls the
+    # model module's sequence_logprobs (and so the learner's)
+    assert model.sequence_logprobs.__wrapped__.__module__ == "minialign.model"
     assert ppo.AdaptiveKLController.update.__wrapped__.__qualname__ == \
         "AdaptiveKLController.update"
     impl.restore()
-    assert model.gather_logprobs is original and evaluate.gather_logprobs is original
+    assert model.gather_logprobs is original and ppo.gather_logprobs is original
 
 
 def test_a_planted_bug_is_the_function_the_library_calls(tmp_path):
@@ -151,6 +154,35 @@ def test_the_solutions_reproduce_the_library_bit_for_bit(base_run, tmp_path):
                                                                             log=quiet)}
     for stage in want:
         assert json.dumps(comparable(got[stage])) == json.dumps(comparable(want[stage])), stage
+
+
+def test_the_solutions_reproduce_pretraining_and_sft_bit_for_bit(tmp_path):
+    """The training steps (pretrain_step, sft_step) are the student's under --impl: the
+    solutions give the library's numbers, and a planted bug in a step changes them."""
+    cfg_pre = pretrain.PretrainConfig.fast(n_docs=800, max_steps=12, eval_interval=6)
+    cfg_sft = sft.SFTConfig.fast(n_demos=120, max_new_tokens=8)
+
+    def run(name, stages=("pretrain", "sft")):
+        out = tmp_path / name
+        metrics = {"pretrain": pretrain.train(cfg_pre, out, log=quiet)}
+        metrics["pretrain"].pop("tokens_per_second")  # a timing
+        if "sft" in stages:
+            metrics["sft"] = sft.train(cfg_sft, out, log=quiet)
+        return {stage: comparable(m) for stage, m in metrics.items()}
+
+    want = run("lib")
+    impl.use("solutions", log=quiet)
+    assert {"ch02.pretrain_step", "ch03.sft_step"} <= set(impl.current().record()["student"])
+    assert json.dumps(run("sol")) == json.dumps(want)
+
+    zeroed = ("    optimizer.zero_grad(set_to_none=True)  # backward adds to .grad: drop the last "
+              "step's\n")  # a planted bug: the gradients of every step pile up
+    impl.use(student_folder(tmp_path, "ch02_gpt.py", zeroed, ""), log=quiet)
+    assert "ch02.pretrain_step" in impl.current().record()["student"]
+    buggy = run("bug", stages=("pretrain",))
+    first_loss = [run["pretrain"]["history"]["train_loss"][0] for run in (buggy, want)]
+    assert first_loss[0] == first_loss[1]  # the same start; the second step differs
+    assert buggy["pretrain"]["val_loss"] != want["pretrain"]["val_loss"]
 
 
 def test_chosen_and_rejected_swapped_in_dpo_loss_teaches_the_wrong_preference(base_run, tmp_path):

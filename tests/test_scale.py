@@ -110,3 +110,37 @@ def test_missing_tensorboard_is_a_clear_error(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["sft", "--fast", "--log", "tensorboard"])
     assert "pip install tensorboard" in capsys.readouterr().err
+
+
+def test_a_stage_writes_its_curves_live_as_it_trains(tmp_path, monkeypatch):
+    """With tracking on, the pipeline opens DIR/tensorboard/STAGE before the stage trains and
+    the loop hands over every step's scalars; the run's history says the same."""
+    from minialign import pipeline, pretrain
+
+    WRITERS.clear()
+    make = pipeline.make_config
+    monkeypatch.setattr(pipeline, "make_config", lambda stage, fast, seed=0, precision=None, **kw:
+                        make(stage, True, seed, precision, max_steps=6, eval_interval=3,
+                             n_docs=300, **kw))
+    seen_while_training = []
+    train = pretrain.train
+
+    def spy(*args, **kwargs):  # what the writer holds while the stage runs
+        out = train(*args, **kwargs)
+        seen_while_training.extend(WRITERS[0].scalars)
+        return out
+
+    monkeypatch.setattr(pretrain, "train", spy)
+    tracking.enable(ListWriter)
+    try:
+        pipeline.run("pretrain", tmp_path, fast=True, log=lambda *_: None)
+    finally:
+        tracking.enable(None)
+    (writer,) = WRITERS
+    assert writer.log_dir == tmp_path / "tensorboard" / "pretrain" and writer.closed
+    assert [s for t, _, s in seen_while_training if t == "train/loss"] == list(range(6))
+    assert [s for t, _, s in seen_while_training if t == "eval/loss"] == [3, 6]
+    history = json.loads((tmp_path / "pretrain" / "metrics.json").read_text())
+    assert sorted(tracking.stage_scalars(history)) == sorted(seen_while_training)
+    tracking.log({"train/loss": 1.0}, 0)  # tracking off again: nothing is written anywhere
+    assert len(writer.scalars) == len(seen_while_training)
