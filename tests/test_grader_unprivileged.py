@@ -194,8 +194,9 @@ def view_main(uid: int, fd: int, mode: str) -> None:
     from minialign.course import sandbox
 
     # what isolation.py does for a worker: /root hidden, Python (under /root here) and the
-    # venv shown again read-only, fresh /tmp, /var/tmp and /dev/shm; WORKDIR belongs to `uid`
-    view = {"hide": ["/root"], "keep": isolation.python_paths(), "tmp_mb": 1024}
+    # venv shown again read-only, fresh /tmp, /var/tmp and /dev/shm; WORKDIR belongs to `uid`.
+    # The repository stays visible (read-only) wherever it is: a CI clone may live in /tmp
+    view = {"hide": ["/root"], "keep": [*isolation.python_paths(), str(REPO)], "tmp_mb": 1024}
     sandbox.private_view(view, uid, WORKDIR)
     os.chmod(WORKDIR, 0o700)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": WORKDIR, "LANG": "C.UTF-8",
@@ -218,9 +219,14 @@ def view_main(uid: int, fd: int, mode: str) -> None:
     result.update(returncode=run.returncode, log=log, processes_left=left)
     grader_files = {"results.json", "class"}
     result["plugins_imported"] = [str(p) for p in Path(WORKDIR).rglob("PWNED_*")]
+    kept = view["keep"]  # their mount points, when they lie in /tmp (a CI clone), are ours
+
+    def ours(path):
+        return path == WORKDIR or any(k == path or k.startswith(path + "/") for k in kept)
+
     result["files_left"] = sorted(
         [os.path.join(f, p) for f in ("/tmp", "/var/tmp", "/dev/shm") for p in os.listdir(f)
-         if os.path.join(f, p) != WORKDIR]
+         if not ours(os.path.join(f, p))]
         + [str(p) for p in Path(WORKDIR).iterdir() if p.name not in grader_files])
     with os.fdopen(fd, "w") as f:
         json.dump(result, f)
