@@ -36,7 +36,6 @@ reference model, never refreshed; the KL reported is the k1 estimate per respons
 
 from __future__ import annotations
 
-import copy
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -418,23 +417,19 @@ def train(cfg: GRPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
           stage: str = "grpo", reward_stage: str = "reward") -> dict:
     """GRPO from the SFT model against cfg.reward_source; evaluated with the gold reward."""
     from . import evaluate, plots
-    from .ppo import evaluate_during_training
-    from .reward import load_reward_model
-    from .sft import load_model as load_sft
+    from .ppo import evaluate_during_training, rl_start
 
     out_dir = Path(out_dir)
     dev = pick_device(device)
     set_seed(cfg.seed)
-    world = world_lib.default_world()
 
     with timer() as elapsed:
-        policy, tokenizer = load_sft(out_dir, dev)
-        ref = copy.deepcopy(policy).eval()  # the frozen reference: the SFT model itself
-        rm = load_reward_model(out_dir, dev, reward_stage).requires_grad_(False)
+        # the SFT model (trained here, no value head), its frozen copy, the frozen reward model
+        start = rl_start(out_dir, dev, reward_stage)
+        policy, ref, rm, tokenizer, world = (start.sft_model, start.ref, start.rm,
+                                             start.tokenizer, start.world)
         reward_fn = make_reward_fn(cfg.reward_source, rm, tokenizer, world)
-
-        def sample_prompts(n, rng):
-            return [tokenizer.encode_prompt(t.prompt) for t in world.sample_tasks(n, rng)]
+        sample_prompts = start.sample_prompts
 
         eval_tasks = world.tasks("eval")
         curve = {"iteration": [], "gold": [], "proxy": [], "kl": [], "success": []}

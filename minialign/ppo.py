@@ -501,28 +501,45 @@ def evaluate_during_training(policy: GPT, ref: GPT, rm, tokenizer, eval_tasks, c
     return ev, proxy
 
 
-def train(cfg: PPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
-          stage: str = "ppo", reward_stage: str = "reward") -> dict:
-    """PPO from the SFT model against the reward model of DIR; evaluated with the gold reward."""
+@dataclass
+class RLStart:
+    """What an RL stage (PPO, GRPO) starts from: the SFT model (to be trained), a frozen copy of
+    it (the reference of the KL penalty), the frozen reward model, the tokenizer and the world."""
+
+    sft_model: GPT
+    ref: GPT
+    rm: nn.Module
+    tokenizer: object
+    world: object
+
+    def sample_prompts(self, n, rng):  # training prompts, drawn as SFT's and the preferences'
+        return [self.tokenizer.encode_prompt(t.prompt) for t in self.world.sample_tasks(n, rng)]
+
+
+def rl_start(out_dir: Path, dev, reward_stage: str) -> RLStart:
     from .reward import load_reward_model
     from .sft import load_model as load_sft
 
+    sft_model, tokenizer = load_sft(out_dir, dev)
+    ref = copy.deepcopy(sft_model).eval()  # the frozen reference: the SFT model itself
+    rm = load_reward_model(out_dir, dev, reward_stage).requires_grad_(False)
+    return RLStart(sft_model, ref, rm, tokenizer, world_lib.default_world())
+
+
+def train(cfg: PPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
+          stage: str = "ppo", reward_stage: str = "reward") -> dict:
+    """PPO from the SFT model against the reward model of DIR; evaluated with the gold reward."""
     out_dir = Path(out_dir)
     dev = pick_device(device)
     set_seed(cfg.seed)
-    world = world_lib.default_world()
 
     with timer() as elapsed:
         # ---- collect: the policy (SFT and a value head), its frozen reference, the reward
         # model, the training prompts (rollouts are collected by ppo_loop) ----
-        sft_model, tokenizer = load_sft(out_dir, dev)
-        ref = copy.deepcopy(sft_model).eval()  # the frozen reference: the SFT model itself
-        policy = PolicyWithValueHead(sft_model).to(dev)
-        rm = load_reward_model(out_dir, dev, reward_stage)
-        rm.requires_grad_(False)
-
-        def sample_prompts(n, rng):  # training prompts, drawn as SFT's and the preferences'
-            return [tokenizer.encode_prompt(t.prompt) for t in world.sample_tasks(n, rng)]
+        start = rl_start(out_dir, dev, reward_stage)
+        ref, rm, tokenizer, world = start.ref, start.rm, start.tokenizer, start.world
+        policy = PolicyWithValueHead(start.sft_model).to(dev)
+        sample_prompts = start.sample_prompts
 
         def reward_fn(ro: Rollout):
             return rm.normalized(ro.ids, ro.attention)
