@@ -116,18 +116,24 @@ def calibration(bins: list, path=None, title="reward-model calibration"):
     return _finish(fig, path)
 
 
+def _reward_over_iterations(ax, history: list, curve: dict, rollouts: str, held_out: str):
+    """An RL stage's first panel: the rollouts' reward (smoothed) against iterations, and the
+    reward model's and gold scores on the held-out prompts at each evaluation."""
+    it = [h["iteration"] for h in history]
+    ax.plot(it, _smooth([h["objective/scores"] for h in history]), label=rollouts)
+    ax.plot(curve["iteration"], curve["proxy"], "o-", label=held_out)
+    ax.plot(curve["iteration"], curve["gold"], "s-", label="gold (held-out)")
+    ax.set_xlabel("iteration")
+    ax.set_title("reward")
+    ax.legend(fontsize=8)
+
+
 def ppo_training(history: list, curve: dict, path=None):
     """PPO at a glance: proxy and gold reward against iterations and against KL; the KL, the
     clip fraction and the entropy of the policy."""
     it = [h["iteration"] for h in history]
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.4))
-    ax = axes[0, 0]
-    ax.plot(it, _smooth([h["objective/scores"] for h in history]), label="proxy (rollouts)")
-    ax.plot(curve["iteration"], curve["proxy"], "o-", label="proxy (held-out)")
-    ax.plot(curve["iteration"], curve["gold"], "s-", label="gold (held-out)")
-    ax.set_xlabel("iteration")
-    ax.set_title("reward")
-    ax.legend(fontsize=8)
+    _reward_over_iterations(axes[0, 0], history, curve, "proxy (rollouts)", "proxy (held-out)")
     ax = axes[0, 1]
     ax.plot(curve["kl"], curve["proxy"], "o-", label="proxy")
     ax.plot(curve["kl"], curve["gold"], "s-", label="gold")
@@ -166,13 +172,8 @@ def grpo_training(history: list, curve: dict, path=None):
     length (Dr. GRPO's question: does it grow?)."""
     it = [h["iteration"] for h in history]
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.4))
-    ax = axes[0, 0]
-    ax.plot(it, _smooth([h["objective/scores"] for h in history]), label="reward (rollouts)")
-    ax.plot(curve["iteration"], curve["proxy"], "o-", label="reward model (held-out)")
-    ax.plot(curve["iteration"], curve["gold"], "s-", label="gold (held-out)")
-    ax.set_xlabel("iteration")
-    ax.set_title("reward")
-    ax.legend(fontsize=8)
+    _reward_over_iterations(axes[0, 0], history, curve, "reward (rollouts)",
+                            "reward model (held-out)")
     ax = axes[0, 1]
     ax.plot(curve["kl"], curve["gold"], "s-", label="gold")
     ax.plot(curve["kl"], curve["success"], "^-", label="task success")
