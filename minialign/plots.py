@@ -604,3 +604,51 @@ def prm_best_of_n(methods: dict, path=None,
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return _finish(fig, path)
+
+
+def alignment_pipelines(path=None):
+    """The two ways from a supervised model to a preference-aligned one, drawn side by side.
+
+    Top row, RLHF: the preference data trains a reward model, which stands in for the human
+    while PPO (or GRPO) samples from the policy and optimises against it. Bottom row, DPO: the
+    same preference data updates the policy directly, with no reward model and no sampling
+    during training. Both keep the policy near the SFT model (the reference): PPO through a KL
+    penalty on its rewards, DPO through the log-ratio inside its loss.
+    """
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 3.6)
+    ax.axis("off")
+    box = dict(boxstyle="round,pad=0.35", lw=1.0)
+
+    def node(x, y, text, color):
+        ax.text(x, y, text, ha="center", va="center", fontsize=9.5, bbox=dict(box, fc=color))
+
+    def arrow(x0, y0, x1, y1, label=None, dy=0.16):
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                    arrowprops=dict(arrowstyle="->", lw=1.2, color="#444444"))
+        if label:
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + dy, label, ha="center", fontsize=8,
+                    color="#444444")
+
+    grey, blue, orange, green = "#e6e6e6", "#cfe3f7", "#fde2c4", "#d5efcf"
+    node(0.75, 1.8, "pretrained\nGPT", grey)
+    node(2.35, 1.8, "SFT model\n(reference)", grey)
+    node(4.15, 1.8, "preference\ndata\n(rankings)", grey)
+    arrow(1.3, 1.8, 1.75, 1.8, "demos")
+    arrow(2.95, 1.8, 3.5, 1.8, "sample,\nlabel", dy=0.25)
+    # RLHF: a reward model, then RL with sampling inside the loop
+    node(5.9, 2.95, "reward model\n(Bradley-Terry)", orange)
+    node(8.3, 2.95, "PPO / GRPO\npolicy", blue)
+    arrow(4.6, 2.2, 5.2, 2.75)
+    arrow(6.65, 2.95, 7.55, 2.95, "reward")
+    ax.text(8.3, 2.3, "samples during training;\nKL penalty to the reference",
+            ha="center", fontsize=8, color="#444444")
+    ax.text(0.1, 3.4, "RLHF", fontsize=11, weight="bold", color="#b35900")
+    # DPO: the preference data updates the policy directly
+    node(8.3, 0.7, "DPO\npolicy", green)
+    arrow(4.6, 1.4, 7.65, 0.8, "classification loss on the pairs", dy=-0.35)
+    ax.text(8.3, 0.1, "no reward model, no sampling;\nlog-ratio to the reference",
+            ha="center", fontsize=8, color="#444444")
+    ax.text(0.1, 0.25, "DPO", fontsize=11, weight="bold", color="#2e7d32")
+    return _finish(fig, path)
