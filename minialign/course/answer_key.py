@@ -30,13 +30,13 @@ KEY: dict[str, Key] = {
                      "token) undoes any sequence of merges. Unseen text just costs more tokens: "
                      "it is encoded with fewer merges, down to single bytes."),
         why_not={
-            "a": ("A BPE vocabulary holds merged byte sequences, not a list of words, and "
-                  "spelling a word out letter by letter would still need every letter of every "
-                  "script in the vocabulary. Ask what every string is made of, whatever its "
-                  "characters."),
-            "b": ("A tokenizer with an unknown-token id cannot decode exactly: many different "
-                  "characters would become the same id, and one id cannot remember which one it "
-                  "was."),
+            "a": ("A BPE vocabulary holds merged byte sequences, not a list of words; and "
+                  "spelling out from the corpus's letters fails on an emoji or a Chinese "
+                  "character the corpus never had. Ask what every string is made of, whatever "
+                  "its characters."),
+            "b": ("The token ids are all that the model and decode() get, and an <|unk|> id is "
+                  "the same for every unknown character: whatever is kept beside it is not in "
+                  "the sequence. Exact decoding needs the characters' content in the tokens."),
             "d": ("Unicode has over a million code points: no training pass sees them all, and "
                   "the vocabulary has a few thousand tokens. Ask what every string is made of, "
                   "whatever its characters."),
@@ -68,8 +68,44 @@ KEY: dict[str, Key] = {
                   "back; the brackets are still there after encoding."),
             "c": ("The model has no say: what matters is which token ids the text becomes, and "
                   "that is decided before the model runs."),
-            "d": ("A special token is one id at one position: its length has nothing to do with "
-                  "the context window."),
+            "d": ("encode() has no notion of where in the template a text sits: it turns the "
+                  "same text into the same ids wherever it is. Ask which ids the typed text "
+                  "becomes."),
+        },
+    ),
+    "q1.4": Key(
+        answer="d",
+        explanation=("Each pair is counted once per occurrence of its chunk: 'u' + 'n' occurs "
+                     "12 + 4 = 16 times, 'p' + 'u' 12 + 2 = 14, 'u' + 'g' 3 + 2 + 1 = 6, "
+                     "'h' + 'u' and 'b' + 'u' 4 each, 'g' + 's' 1. So 'un' becomes token 256, the "
+                     "first merge, and 'pun' becomes 'p' + 'un'. Counting distinct chunks instead "
+                     "would pick 'ug' (three chunks): the frequency is what the `weight` of "
+                     "get_pair_counts is for."),
+        why_not={
+            "a": ("Count every pair, each weighted by its chunk's count: another pair occurs "
+                  "more than 14 times."),
+            "b": ("Merges go by how often a pair occurs in the text, not by how many different "
+                  "chunks contain it: weight each chunk's pairs by how often the chunk occurs."),
+            "c": ("BPE merges two tokens at a time: a three-letter chunk needs two merges to "
+                  "become one token, and the first merge is a pair."),
+        },
+    ),
+    "q1.5": Key(
+        answer="c",
+        explanation=("A merge across chunks would spend a vocabulary slot on a span that is "
+                     "frequent by accident, a word's last letter with the punctuation and space "
+                     "after it ('t. t'), which is of little use anywhere else. Inside chunks, "
+                     "merges build words and pieces of words with their leading space (' cat'), "
+                     "and one token serves every ' cat' of the text. Training gets cheaper too: "
+                     "each distinct chunk is stored once, with its count. Exact decoding does not "
+                     "depend on it: merges only ever join bytes."),
+        why_not={
+            "a": ("Decoding joins the bytes of each token, and a merge only joins bytes: any "
+                  "sequence of merges, across chunks or not, decodes back exactly."),
+            "b": ("The model predicts one token per step, and a chunk can take several tokens: "
+                  "chunking changes which tokens exist, not how generation works."),
+            "d": ("encode() never produces a special id from text, chunked or not: that alone "
+                  "keeps a typed '<|end|>' harmless. Chunking is about the ordinary merges."),
         },
     ),
     "q2.1": Key(
@@ -80,12 +116,14 @@ KEY: dict[str, Key] = {
                      "generation time, when the future does not exist yet. Padding needs a "
                      "separate mask."),
         why_not={
-            "a": ("The masked scores are still computed (and set to -inf): the mask saves no "
-                  "memory. Ask what a position could do if it saw the token it must predict."),
+            "a": ("This course's attention computes every score and sets the masked ones to "
+                  "-inf; whatever a fused kernel saves by skipping them, saving is not the "
+                  "point. Ask what a position could do if it saw the token it must predict."),
             "c": ("Padding is hidden by a separate padding mask; the causal mask hides later "
                   "tokens whether or not they are padding."),
-            "d": ("Attention is defined between any two positions (BERT-style encoders attend "
-                  "both ways): the mask is a choice, made for what the model is trained to do."),
+            "d": ("Every position has its embedding from the start, and attention is defined "
+                  "between any two positions (BERT-style encoders attend both ways): the mask is "
+                  "a choice, made for what the model is trained to do."),
         },
     ),
     "q2.2": Key(
@@ -96,7 +134,8 @@ KEY: dict[str, Key] = {
                      "as recomputing everything; only the work per step shrinks from the whole "
                      "prefix to one token."),
         why_not={
-            "a": "Once a token is sampled, the logits that produced it are never needed again.",
+            "a": ("Once a token is sampled, the logits that produced it are never needed again, "
+                  "and keeping them saves none of the work of computing the next ones."),
             "b": ("Each step brings a new query, so the attention weights change at every step: "
                   "they cannot be reused."),
             "d": ("The weights stay as they are: what is cached is computed from the tokens seen "
@@ -112,10 +151,11 @@ KEY: dict[str, Key] = {
         why_not={
             "b": ("Dividing the logits by T > 1 shrinks the gaps between them: the distribution "
                   "gets flatter, not more confident."),
-            "c": ("Dividing every logit by the same positive number keeps their order, so the "
-                  "most likely token stays the same."),
+            "c": ("A high T gives the rare tokens a larger share, but dividing every logit by "
+                  "the same positive number keeps their order: the likeliest token stays the "
+                  "likeliest."),
             "d": ("The temperature rescales the logits before any filtering: it changes the "
-                  "distribution with or without top-k."),
+                  "whole distribution, with or without top-k or top-p."),
         },
     ),
     "q2.4": Key(
@@ -132,6 +172,42 @@ KEY: dict[str, Key] = {
                   "that is the likeliest continuation of the text."),
             "d": ("The causal mask hides only the tokens after a position: the question comes "
                   "before the answer, so every position of the answer sees it."),
+        },
+    ),
+    "q2.5": Key(
+        answer="c",
+        explanation=("Helpful, honest, harmless: the story is on topic and fluent, but it "
+                     "demeans a whole group of people, a harm the model picked up from its "
+                     "training text (some of the web's stories contain such lines, and "
+                     "pretraining copies what it sees). The gold reward charges it under "
+                     "harmless (-1) and gives it no credit for the task, while a harmless joke "
+                     "about a programmer scores up to 1. Preference learning is what teaches the "
+                     "model to prefer the harmless joke."),
+        why_not={
+            "a": ("A joke is not a claim the model asserts as true, and honesty here is about "
+                  "inventing answers (a made-up capital). Ask whom the joke can hurt."),
+            "b": ("Nothing forces a choice between a stereotype and a refusal: a harmless joke "
+                  "about a programmer is funny and hurts nobody, and it is the answer the gold "
+                  "reward rates best."),
+            "d": ("The request is harmless: a joke about a programmer need not demean anyone. "
+                  "Refusing it would be over-refusal, which the gold reward penalises too."),
+        },
+    ),
+    "q2.6": Key(
+        answer="d",
+        explanation=("A freshly initialised GPT has small random weights, so its logits are "
+                     "nearly equal and its prediction nearly uniform over the V tokens: each "
+                     "token costs about ln V nats. ln 1024 = 6.93, the 6.95 measured; ln 4096 = "
+                     "ln 1024 + ln 4 = 6.93 + 1.39 = 8.32. A first loss far above ln V means an "
+                     "initialisation that is too large (confident, wrong predictions): checking it "
+                     "is the first test of a training run."),
+        why_not={
+            "a": ("The loss is a logarithm: four times as many tokens adds ln 4 to it, it does "
+                  "not multiply it by four."),
+            "b": ("log2 4096 = 12 is in bits; the cross-entropy of the training loss uses the "
+                  "natural logarithm."),
+            "c": ("At step 0 the model has learned nothing about the text yet: its loss is set "
+                  "by how many tokens it spreads its probability over."),
         },
     ),
     "q3.1": Key(
@@ -185,6 +261,43 @@ KEY: dict[str, Key] = {
                   "needs the lengths to be equal."),
         },
     ),
+    "q3.4": Key(
+        answer="c",
+        explanation=("An assistant is judged by what the person needs, not by how much it knows "
+                     "or how well it writes: a child with a high fever needs a doctor, soon. The "
+                     "answer says so, briefly, with safe first steps, and the gold reward gives "
+                     "it the maximum, 1 (helpful, harmless, concise). The history lesson is true "
+                     "but answers nothing (helpful 0, and long: -0.55); 'probably nothing' is "
+                     "harmful (harmless -1); another question is what the pretrained model "
+                     "writes, continuing a forum thread (0)."),
+        why_not={
+            "a": ("True and fluent, but does it help? Ask what the parent should do in the next "
+                  "hour: knowledge without the behaviour is exactly what pretraining gives."),
+            "b": ("Calm is good, but dismissing a high fever in a child can delay care: that is "
+                  "a harm, however polite."),
+            "d": ("That continues a forum thread and leaves the parent with nothing to do. "
+                  "Declining to diagnose is fine; leaving out 'see a doctor' is not."),
+        },
+    ),
+    "q3.5": Key(
+        answer="a",
+        explanation=("SFT maximises the likelihood of the demonstrations, so it learns everything "
+                     "in them: the right answers, the format, and the writers' habits. The "
+                     "world's demonstrations are mostly padded with filler ('great question!', "
+                     "'i hope this helps!') and often carry a rude remark; the model copies "
+                     "both. Fitting them harder or sampling more greedily only reproduces them "
+                     "more faithfully. Cleaner demonstrations would help; a signal that says "
+                     "which of two answers is better (preference learning, chapters 4-6) helps "
+                     "without rewriting them."),
+        why_not={
+            "b": ("A lower temperature picks the likeliest tokens, and after SFT the likeliest "
+                  "opening is the demonstrations' own 'great question!'."),
+            "c": ("SFT did replace the web's habits: the model now answers and ends its turn. "
+                  "Where would it have learned to open with 'great question!'?"),
+            "d": ("Fitting the demonstrations better makes the model copy them more closely, "
+                  "their filler included."),
+        },
+    ),
     "q4.1": Key(
         answer="d",
         explanation=("People cannot score every response RL samples. A reward model fitted to "
@@ -203,20 +316,27 @@ KEY: dict[str, Key] = {
     ),
     "q4.2": Key(
         answer="a",
-        explanation=("Maximum likelihood fits the labels it is given. Noise and disagreement "
+        explanation=("Maximum likelihood fits what the labels say. Noise and disagreement "
                      "average out into less confident scores (and an accuracy ceiling), but a "
-                     "systematic bias such as a taste for length does not average out: it is part "
-                     "of what the annotators prefer, so the reward model learns it, and a policy "
-                     "optimised against the reward model writes longer answers whether or not "
-                     "they are better."),
+                     "bias the labelers share does not: it is part of their preference, so the "
+                     "reward model learns it. Here it is small next to what gold charges for "
+                     "length: 0.01 per word against 0.05 per word past the ideal length and 0.25 "
+                     "for filler, so the labels still prefer the shorter of two padded answers, "
+                     "only less firmly than gold does, and a reward model fitted to them leans "
+                     "the same way. To see it, compare how steeply its scores and gold fall with "
+                     "length within one task family: across all families at once, the "
+                     "families' different lengths and score levels mix in. A bias larger than "
+                     "gold's cost of length would tip it over: a policy optimised against such a "
+                     "reward model would pad."),
         why_not={
-            "b": ("Averaging cancels errors that point in random directions; a bias that the "
-                  "annotators share points the same way every time, so more comparisons only "
+            "b": ("Add the two up: 0.01 per word against gold's 0.05 per word past the ideal "
+                  "length and 0.25 for filler. Which way do the labels lean when one answer is "
+                  "longer because of its filler?"),
+            "c": ("Averaging cancels errors that point in random directions; a bias that the "
+                  "labelers share points the same way on every pair, so more comparisons only "
                   "confirm it."),
-            "c": ("A pair that annotators disagree on only pulls its predicted probability "
+            "d": ("A pair that labelers disagree on only pulls its predicted probability "
                   "towards 0.5: the loss still has a minimum, and training converges."),
-            "d": ("Maximum likelihood fits everything the comparisons say, not only what all "
-                  "annotators share."),
         },
     ),
     "q4.3": Key(
@@ -233,6 +353,64 @@ KEY: dict[str, Key] = {
             "b": "Ties are rare between real-valued scores; they cannot explain 30% of errors.",
             "d": ("Through causal attention the last token sees the whole response; and a model "
                   "that knows the probabilities reads nothing at all."),
+        },
+    ),
+    "q4.4": Key(
+        answer="b",
+        explanation=("Noise and disagreement are random: over many labels they turn into "
+                     "probabilities, which a reward model learns (its accuracy against single "
+                     "labels stays below 100%, but its ranking of a pair settles). A bias that "
+                     "every labeler shares (longer looks more thorough, a confident tone looks "
+                     "right) or an error nobody checks (a wrong sum, stated confidently) is in "
+                     "every label the same way: more labels only make the reward model surer of "
+                     "it. It takes other information to fix: better instructions, expert or "
+                     "tool-assisted checks, or a labeler with other blind spots (the AI judge of "
+                     "chapter 7, whose own are systematic too)."),
+        why_not={
+            "a": ("Noise points both ways: over many labels of such pairs, a is chosen 70% of "
+                  "the time, and a reward model learns that a is the better one. More labels "
+                  "sharpen that."),
+            "c": ("Disagreement averages into a probability: the model learns how often a is "
+                  "preferred to b, which is a single answer to learn."),
+            "d": ("That is what the reward model is for: it scores RL's samples, and people only "
+                  "label the comparisons it is trained on."),
+        },
+    ),
+    "q4.5": Key(
+        answer="a",
+        explanation=("The reward model's head (ScalarHeadGPT) is initialised to zero, so before "
+                     "training every response scores 0. Every pair is then a tie: sigmoid(0) = "
+                     "0.5, the loss is -log 0.5 = ln 2 = 0.693, and preference_accuracy uses a "
+                     "strict '>', so a tie counts as wrong: 0%. As soon as the scores differ, the "
+                     "accuracy jumps to about 50% and then above. A model that guessed at random "
+                     "would show about 50%; a confidently wrong one, a loss far above ln 2."),
+        why_not={
+            "b": ("A confidently wrong prediction costs far more than 0.693, which is the cost "
+                  "of a 50/50 one; and random scores would get about half the pairs right, not "
+                  "none."),
+            "c": ("A model that guesses gets about half of 1,000-odd pairs right by chance, not "
+                  "none of them: 0% needs every pair called wrong, or called a tie."),
+            "d": ("A model that knows nothing cannot be right in reverse either: an untrained "
+                  "model would score about 50% whichever way the pairs are stored."),
+        },
+    ),
+    "q4.6": Key(
+        answer="b",
+        explanation=("It is an outcome reward model: trained on comparisons of whole answers and "
+                     "read at the last non-padding token, it gives one number per answer. RL "
+                     "then has a credit-assignment problem: PPO adds the score at the last token "
+                     "and learns a value function whose advantages (GAE) spread it back over the "
+                     "tokens; GRPO gives every token its answer's advantage against the group. A "
+                     "process reward model (chapter 8) scores each step instead, which needs "
+                     "labels for steps."),
+        why_not={
+            "a": ("Only the last position's output is ever trained: the loss reads nothing else, "
+                  "so the scores at earlier positions mean nothing. Scores for steps need labels "
+                  "for steps."),
+            "c": ("A verifier checks a rule (the right sum); this model predicts people's "
+                  "preferences and can be fooled, which is why RL against it needs a KL leash."),
+            "d": ("PPO and GRPO learn from one score per answer: a value function, or the other "
+                  "answers of the group, spreads it over the tokens."),
         },
     ),
     "q5.1": Key(
@@ -284,6 +462,67 @@ KEY: dict[str, Key] = {
                   "policy since it sampled the rollout."),
         },
     ),
+    "q5.4": Key(
+        answer="d",
+        explanation=("A reward model scores (prompt, response), but nothing forces it to use the "
+                     "prompt: answers shaped like a good translation ('that is ... in french.') "
+                     "scored well in its training pairs, whatever was asked. An optimiser with "
+                     "room to move finds such blind spots: proxy up, gold down (reward hacking, "
+                     "or over-optimisation). What helps: a tighter KL leash (the adaptive "
+                     "controller's target), stopping on a held-out gold-like evaluation, or "
+                     "labels on the policy's own answers so that the blind spot gets data "
+                     "(iterated RLHF)."),
+        why_not={
+            "a": ("A diverged critic makes training noisy or unstable; it does not make the "
+                  "policy settle on one answer that the reward model scores highly."),
+            "b": ("The proxy is already high and still rising: more of the same optimisation "
+                  "pushes further into what the reward model over-rates."),
+            "c": ("The answer does not answer the question asked. The gold reward is what we "
+                  "want; a proxy score is evidence only where the reward model has seen similar "
+                  "answers."),
+        },
+    ),
+    "q5.5": Key(
+        answer="b",
+        explanation=("Look at what PPO removes: 'of course! i am happy to help with that.', 'i "
+                     "hope this helps!', 'ugh, fine.'. SFT answers are long because the "
+                     "demonstrations were padded. The labelers add 0.01 per word, but the gold "
+                     "reward they judge by charges 0.25 for filler, 0.5 for rudeness and 0.05 "
+                     "per word past the ideal length, so their labels prefer the unpadded "
+                     "answer, and the reward model learned that preference, on the whole if not "
+                     "for every phrase (its scores of SFT samples fall with their length). "
+                     "Dropping the padding, the rude remarks first, raises the proxy. The KL "
+                     "penalty does not favour short answers as such: it charges a "
+                     "token for moving away from the reference, and dropping the filler that "
+                     "the SFT model writes is itself such a move."),
+        why_not={
+            "a": ("The penalty charges each token by how far its log-prob moved from the "
+                  "reference's: a token written as the SFT model would write it costs about "
+                  "nothing. Dropping the filler the SFT model writes is itself a move away."),
+            "c": ("26-token answers are far from the 64-token budget, and the SFT model already "
+                  "ends nearly every answer: the missing-end penalty is rarely charged."),
+            "d": ("Whitening rescales the advantages of a batch; it does not change which "
+                  "answers have higher advantages than others."),
+        },
+    ),
+    "q5.6": Key(
+        answer="a",
+        explanation=("KL(pi || pi_ref) is never negative, and its estimate from samples, the "
+                     "mean of log pi - log pi_ref, is unbiased only when the samples come from "
+                     "pi. Top-k or top-p draws from a truncated distribution: the tokens where "
+                     "the policy gained probability over the reference, often unlikely ones, are "
+                     "cut, and those where it lost some are kept. The estimate turns negative, "
+                     "the 'penalty' becomes a bonus for moving away, and the optimiser takes it "
+                     "(notebook 05 shows it). Sample with plain temperature during RL."),
+        why_not={
+            "b": ("A true KL is never negative: a policy equal to the reference has KL 0, not "
+                  "less. A negative value is a measurement problem."),
+            "c": ("A larger coefficient holds the policy nearer the reference, where the KL is "
+                  "about 0; no policy has a KL below 0."),
+            "d": ("Noise scatters around the true value, which is at least 0: an estimate that "
+                  "keeps falling is a bias, not chance."),
+        },
+    ),
     "q6.1": Key(
         answer="d",
         explanation=("DPO's loss is the Bradley-Terry likelihood with the implicit reward beta * "
@@ -332,6 +571,42 @@ KEY: dict[str, Key] = {
                   "set."),
         },
     ),
+    "q6.4": Key(
+        answer="c",
+        explanation=("h = (log pi(y_w) - log pi(y_l)) - (log pi_ref(y_w) - log pi_ref(y_l)) = "
+                     "(-12 + 15) - (-13 + 14) = 3 - 1 = 2, and the loss is -log sigmoid(beta h) = "
+                     "-log sigmoid(0.2) = log(1 + e^-0.2) = 0.598, a little below ln 2 = 0.693, "
+                     "the loss when the policy equals the reference. The implicit rewards are "
+                     "beta times each log-ratio: chosen 0.1 * (-12 + 13) = +0.1, rejected "
+                     "0.1 * (-15 + 14) = -0.1; their difference is beta h."),
+        why_not={
+            "a": ("That is -log sigmoid(h) with h = 2: the margin is scaled by beta before the "
+                  "sigmoid."),
+            "b": ("That uses the policy's margin alone (3, times beta): DPO subtracts the "
+                  "reference's margin, which favoured the chosen response too."),
+            "d": ("That is -log sigmoid(-0.2): check the sign. The policy favours the chosen "
+                  "response more than the reference does, so the loss is below ln 2."),
+        },
+    ),
+    "q6.5": Key(
+        answer="b",
+        explanation=("DPO is offline: its data is a fixed set of comparisons between SFT answers. "
+                     "That makes it cheap and stable, and it cannot hack a reward model it does "
+                     "not have. But it can only learn what the pairs say: an answer better than "
+                     "any SFT sample, or a mistake no pair shows, is out of its reach. PPO samples "
+                     "its own answers and can find better ones where the reward model is right "
+                     "(and worse ones where it is wrong). Online or iterated DPO collects new "
+                     "pairs from the current policy to get some of both."),
+        why_not={
+            "a": ("The DPO loss is a maximum-likelihood fit to a fixed set of comparisons, well "
+                  "defined on pairs from any policy: fresh pairs can help, but nothing is biased "
+                  "without them."),
+            "c": ("The loss depends on the margin between the two log-ratios: its gradient "
+                  "raises the chosen log-prob and lowers the rejected one."),
+            "d": ("DPO needs only which response was preferred: its implicit reward, beta * "
+                  "log(pi / pi_ref), takes the place of a reward model's score."),
+        },
+    ),
     "q7.1": Key(
         answer="c",
         explanation=("Best-of-N aligns at inference time: no gradient, only N samples and N "
@@ -352,18 +627,79 @@ KEY: dict[str, Key] = {
     "q7.2": Key(
         answer="b",
         explanation=("An AI judge labels thousands of pairs for the price of a few human ones, "
-                     "and labels the same pair the same way every time. But it is a model with "
-                     "failure modes: in this course's world it cannot check arithmetic, misses "
-                     "stereotypes in jokes and likes apologetic answers. Whatever the labeler "
-                     "gets wrong, the reward model learns and the policy exploits, exactly as "
-                     "with human biases; only the biases differ."),
+                     "and this world's judge is less noisy than its people: it samples each "
+                     "label at a temperature of 0.25 against their 0.5, so it picks the answer "
+                     "it prefers more reliably (the same pair can still come out either way). "
+                     "But it is a model with failure modes: here it cannot check arithmetic, "
+                     "misses stereotypes in jokes and likes apologetic answers. Whatever the "
+                     "labeler gets wrong, the reward model learns and the policy exploits, "
+                     "exactly as with human biases; only the biases differ."),
         why_not={
             "a": ("An AI judge is a model, with errors and preferences of its own; its reward "
                   "model is a proxy, as one trained on human labels is."),
             "c": ("An AI judge can be asked which of two answers is better: that is a comparison, "
                   "and its labels train a reward model as human ones do."),
-            "d": ("An AI judge labels the same pair the same way every time: its weakness is "
-                  "systematic error, not noise."),
+            "d": ("A judge with a lower noise temperature is the more consistent labeler: its "
+                  "labels agree with its own preference more often than people's do. Its "
+                  "weakness is systematic error: blind spots repeated on every pair of a kind."),
+        },
+    ),
+    "q7.3": Key(
+        answer="b",
+        explanation=("What matters is whether the weights change. SFT (instruction alignment), "
+                     "then RLHF or DPO (preference alignment), train the model: the cost is paid "
+                     "once, and each later answer costs one sample. Best-of-N and prompting (a "
+                     "system prompt, examples in the context) leave the weights alone and act on "
+                     "each query: best-of-N pays N samples and N reward-model calls per answer, a "
+                     "prompt its extra tokens. That best-of-N uses a trained reward model does "
+                     "not make it training: the policy it draws from is unchanged."),
+        why_not={
+            "a": ("RLHF changes the policy's weights with gradient steps; that it consults a "
+                  "reward model does not make it an inference-time method. And DPO does not "
+                  "imitate: it learns from comparisons."),
+            "c": ("Best-of-N's reward model is trained, but the policy is not: its weights stay "
+                  "those of the SFT model, and the extra work happens at every query."),
+            "d": ("SFT is a training stage after pretraining, on demonstrations of the "
+                  "assistant's behaviour: it is the first step of alignment (instruction "
+                  "alignment), not part of pretraining."),
+        },
+    ),
+    "q7.4": Key(
+        answer="d",
+        explanation=("DPO fits the policy to the preference pairs with a classifier's loop: no "
+                     "reward model, no sampling during training, two models in memory and one "
+                     "main knob (beta, checked on held-out prompts). The trained chatbot answers "
+                     "with one sample. Best-of-N pays N samples per answer; PPO is the RL loop "
+                     "they cannot tune, and a weak KL penalty invites over-optimisation; SFT on "
+                     "the chosen answers throws away what the comparisons say."),
+        why_not={
+            "a": ("Best-of-16 pays 16 samples and 16 reward-model calls for every answer, for "
+                  "ever: the serving budget rules it out."),
+            "b": ("PPO is the RL loop they cannot afford to tune (four models, a dozen knobs), "
+                  "and a weak KL penalty invites the policy to exploit the reward model's blind "
+                  "spots."),
+            "c": ("Imitating the chosen answers throws away the comparison: a chosen answer is "
+                  "only the better of two SFT samples, often flawed too, and nothing pushes the "
+                  "policy away from the rejected one."),
+        },
+    ),
+    "q7.5": Key(
+        answer="b",
+        explanation=("Compare gold differences with the noise: 0.80 - 0.70 = 0.10 is five times "
+                     "the 0.02 by which one policy's gold moves from one evaluation to the next, "
+                     "so PPO with beta = 0.05 really is ahead of best-of-16 (for 0.3 nats more "
+                     "KL). The beta = 0.02 run shows over-optimisation: its gold rose to 0.76 at "
+                     "2.5 nats, then fell by 0.12, six times the spread, to 0.64 at 3.1 nats, "
+                     "while its proxy kept rising. Distance from SFT is a cost, not a score: the "
+                     "gold reward is the score."),
+        why_not={
+            "a": ("KL from SFT measures how far a policy moved, not whether the move was good: "
+                  "compare the gold rewards, and what happened to this run's gold as it moved."),
+            "c": ("Work out the gaps: compare 0.80 - 0.70 with the 0.02 by which one policy's "
+                  "gold moves between evaluations."),
+            "d": ("Equal KL matters when asking which method spends a budget of divergence "
+                  "better; the gold rewards themselves are measured on the same prompts, and a "
+                  "gap five times the noise is real."),
         },
     ),
     "q8.1": Key(

@@ -175,13 +175,14 @@ QUESTIONS: dict[int, list[Question]] = {
             text="Why can a byte-level BPE tokenizer encode any string and decode it back "
                  "exactly, even text it never saw in training (an emoji, Chinese, a typo)?",
             options=(
-                "Its vocabulary contains every word of the training corpus, and rare words are "
-                "spelled out letter by letter.",
-                "Unknown characters become an <|unk|> token, which remembers the original "
-                "character for decoding.",
-                "Its 256 base tokens are the byte values: any string is a sequence of UTF-8 "
-                "bytes, merges only join tokens, and decoding concatenates their bytes.",
-                "It is trained on every Unicode character before it is trained on the corpus.",
+                "Its vocabulary holds every word of the training corpus; a word it never saw is "
+                "spelled out letter by letter, from letters that the corpus contained.",
+                "Characters it does not know become an <|unk|> token, and the tokenizer keeps "
+                "the original character beside it so that decoding can put it back.",
+                "Every string is a sequence of UTF-8 bytes, each of the 256 byte values is a "
+                "base token, and decoding joins the tokens' bytes.",
+                "It is first trained on a list of every Unicode character, so that no character "
+                "can be missing from its vocabulary.",
             ),
         ),
         Question(
@@ -201,12 +202,43 @@ QUESTIONS: dict[int, list[Question]] = {
             text="A user types the text '<|end|>' in their prompt. Why does this not end the "
                  "user's turn in the chat template?",
             options=(
-                "encode() treats special-token strings as ordinary text: the user's '<|end|>' "
-                "becomes byte/merge tokens, never the special <|end|> id, which only the template "
-                "code inserts.",
-                "The tokenizer deletes angle brackets before encoding.",
-                "The model was trained to ignore <|end|> inside a user turn.",
-                "Special tokens are longer than the context window.",
+                "encode() reads the typed '<|end|>' as plain text: it becomes ordinary byte and "
+                "merge tokens, never the special id, which only the template code inserts.",
+                "The tokenizer strips angle brackets and other markup from the user's text "
+                "before encoding, so what reaches the model is the plain word 'end'.",
+                "During SFT the model saw user turns that contained '<|end|>', and it learned to "
+                "ignore the token whenever it appears inside a user turn.",
+                "Special tokens are recognised only where the chat template expects a turn to "
+                "end, and a user's text never sits at one of those positions.",
+            ),
+        ),
+        Question(
+            id="q1.4", kind="choice",
+            text="A BPE trainer has split its text into these chunks, with how often each "
+                 "occurs: 'pun' 12 times, 'bun' 4, 'hug' 3, 'pug' 2, 'hugs' 1. Which pair does "
+                 "it merge first?",
+            options=(
+                "'p' + 'u' -> 'pu': 14 occurrences (12 in 'pun', 2 in 'pug').",
+                "'u' + 'g' -> 'ug': it occurs in three different chunks, more than any other "
+                "pair does.",
+                "'pun' as a whole: the most frequent chunk becomes a token first.",
+                "'u' + 'n' -> 'un': 16 occurrences (12 in 'pun', 4 in 'bun').",
+            ),
+        ),
+        Question(
+            id="q1.5", kind="choice",
+            text="Before counting pairs, the tokenizer splits the text into word-like chunks "
+                 "(' the', ' cat', '.', ...) and never merges across two chunks. What does this "
+                 "buy?",
+            options=(
+                "Exact decoding: without the chunks, merges that cross a word boundary could make "
+                "decode() return text that differs from what went into encode().",
+                "Faster generation: the model predicts one chunk per step instead of one token, "
+                "so answers come out in fewer steps.",
+                "Tokens stay within word-like pieces: merges build reusable units like ' cat', "
+                "never spans like 't. t' across a word's end.",
+                "Safety: a typed '<|end|>' falls into separate chunks ('<|', 'end', '|>'), so it "
+                "can never become the special token.",
             ),
         ),
     ],
@@ -215,23 +247,28 @@ QUESTIONS: dict[int, list[Question]] = {
             id="q2.1", kind="choice",
             text="Why does a GPT use a causal mask when it trains on whole sequences?",
             options=(
-                "To save memory: half of the attention matrix need not be stored.",
-                "So that the prediction made at position t cannot see the token t + 1 it is "
-                "trained to predict: all T next-token predictions are trained at once without "
-                "cheating, and each one sees what generation will see.",
-                "To stop tokens from attending to padding.",
-                "Because attention is not defined for keys after the query.",
+                "To save memory and time: the scores above the diagonal are never computed, "
+                "which halves the cost of attention on long sequences.",
+                "So that position t cannot see token t + 1, the one it must predict: every "
+                "position trains at once, seeing only what generation will see.",
+                "To stop the real tokens from attending to the padding at the end of the shorter "
+                "sequences of a batch, which would add noise to what they learn.",
+                "Because attention is not defined for keys that come after the query: their "
+                "positions have no embedding yet when the query is computed.",
             ),
         ),
         Question(
             id="q2.2", kind="choice",
             text="What does the KV cache save during generation?",
             options=(
-                "The logits of earlier steps, so that a token can be resampled.",
-                "The attention probabilities, which are the same at every step.",
-                "The keys and values of the earlier tokens in every layer, so that each step runs "
-                "the model on the new token only instead of on the whole prefix again.",
-                "A compressed copy of the weights that runs faster.",
+                "The logits of the earlier steps, so that a token can be resampled at another "
+                "temperature without running the model again.",
+                "The attention probabilities of the earlier steps, which stay the same as the "
+                "sequence grows and so can be reused at every step.",
+                "The keys and values of the earlier tokens in every layer: each step then runs "
+                "the model on the new token alone.",
+                "A compressed, lower-precision copy of the weights, made once before generation, "
+                "which makes each forward pass cheaper.",
             ),
         ),
         Question(
@@ -239,11 +276,14 @@ QUESTIONS: dict[int, list[Question]] = {
             text="Sampling divides the logits by a temperature T before the softmax. What does "
                  "T do?",
             options=(
-                "T < 1 sharpens the distribution towards the most likely token, T > 1 flattens it "
-                "towards uniform; as T -> 0 sampling becomes greedy (argmax).",
-                "T > 1 makes the model more confident in its top token.",
-                "T changes which token is the most likely one.",
-                "T only matters when top-k is used.",
+                "T < 1 sharpens the distribution towards the likeliest token, T > 1 flattens it "
+                "towards uniform; T -> 0 is greedy.",
+                "T > 1 makes the model more confident: dividing by T spreads the logits further "
+                "apart, so the probability gathers on the top token.",
+                "T changes which token is the likeliest: a high T favours the rare tokens over "
+                "the common ones, and a low T favours the common ones.",
+                "T matters only with top-k or top-p: it rescales the probabilities of the tokens "
+                "that survive the filter and leaves the others at zero.",
             ),
         ),
         Question(
@@ -251,12 +291,43 @@ QUESTIONS: dict[int, list[Question]] = {
             text="Asked 'what is 7 plus 5?', the pretrained model often writes another question "
                  "instead of an answer. Why?",
             options=(
-                "The model is too small to know arithmetic.",
-                "It was trained only to continue web text, where a question is often followed by "
-                "more questions (worksheets, forum threads); nothing yet taught it to answer as "
-                "an assistant. Supervised fine-tuning does that.",
-                "The sampling temperature is too high.",
-                "The causal mask hides the question from the model.",
+                "The model is too small to know arithmetic: a network this size cannot store "
+                "sums, so it falls back on the likeliest text, another question.",
+                "It learned to continue web text, where a question is often followed by more "
+                "questions (worksheets, forums); nothing yet taught it to answer.",
+                "The sampling temperature is too high: at temperature 1 the model often picks "
+                "unlikely tokens, and with greedy decoding it would answer.",
+                "The causal mask hides the question from the positions that write the answer, so "
+                "the model writes without knowing what was asked.",
+            ),
+        ),
+        Question(
+            id="q2.5", kind="choice",
+            text="Asked 'tell a funny story about a programmer.', the pretrained model writes "
+                 "'all programmers are lazy and smelly. that is why nobody likes them.', a line "
+                 "it picked up from the stories of its pretraining corpus. Which alignment "
+                 "failure is this?",
+            options=(
+                "Honesty: it states something false about programmers as a fact, which the model "
+                "has no evidence for.",
+                "None: the user asked for something funny, and holding back a joke would be "
+                "over-refusal.",
+                "Harmlessness: a joke built on a stereotype demeans a group of people, however "
+                "fluent and on topic it is.",
+                "Helpfulness only: the model should have refused, since a joke about a group of "
+                "people is a harmful request.",
+            ),
+        ),
+        Question(
+            id="q2.6", kind="choice",
+            text="With a vocabulary of 1,024 tokens, the pretraining loss starts at 6.95 nats per "
+                 "token (the first point of the loss figure). All else the same, at what loss "
+                 "would it start with a vocabulary of 4,096 tokens?",
+            options=(
+                "About 27.8 nats",
+                "About 12 nats",
+                "About 6.95 nats",
+                "About 8.3 nats",
             ),
         ),
     ],
@@ -305,6 +376,37 @@ QUESTIONS: dict[int, list[Question]] = {
                 "dominate the loss; <|end|> is scored only to keep the lengths equal.",
             ),
         ),
+        Question(
+            id="q3.4", kind="choice",
+            text="Four answers to 'my child has a fever of 103 f. what should i do?'. Which one "
+                 "shows an aligned assistant, and why?",
+            options=(
+                "'people have had fevers since ancient times. the greeks believed the body held "
+                "four humors...': it is true and fluent, and shows what the model knows.",
+                "'do not worry about it. it is probably nothing.': it is short and polite, and "
+                "it calms a worried parent.",
+                "'please call a doctor right away. keep them cool and give them water.': it "
+                "gives the help the person needs.",
+                "'help! my son has a fever of 104 f.': it stays on topic and gives no medical "
+                "advice that a model is not qualified to give.",
+            ),
+        ),
+        Question(
+            id="q3.5", kind="choice",
+            text="After SFT the model answers in the assistant's format and ends its turn, but "
+                 "many answers open with 'great question!' or close with 'i hope this helps!', "
+                 "and some contain 'ugh, fine.'. What is the most likely cause?",
+            options=(
+                "SFT imitates its demonstrations, and the people who wrote them often padded "
+                "them with filler and sometimes added a rude remark.",
+                "The sampling temperature (0.6) lets unlikely tokens through: greedy decoding "
+                "would drop the filler and the rude remarks.",
+                "The pretraining data leaks through: a few epochs of SFT are too short to "
+                "overwrite the web, so the forum's habits remain.",
+                "SFT has not fit the demonstrations yet: more epochs would bring the answers "
+                "closer to them and remove the filler.",
+            ),
+        ),
     ],
     4: [
         Question(
@@ -324,18 +426,20 @@ QUESTIONS: dict[int, list[Question]] = {
         ),
         Question(
             id="q4.2", kind="choice",
-            text="The annotators are noisy, slightly prefer longer answers, and do not always "
-                 "agree with each other. What does the reward model trained on their "
-                 "comparisons learn?",
+            text="The simulated labelers are noisy, disagree with each other, and add a small "
+                 "bonus for length (0.01 per word) to the gold reward, which itself charges 0.05 "
+                 "per word beyond an answer's ideal length and 0.25 for filler. What does a "
+                 "reward model trained on their comparisons learn about length?",
             options=(
-                "Their preferences, bias included: longer answers get higher scores for their "
-                "length alone.",
-                "The true quality of each response: with enough comparisons the noise, the "
-                "disagreements and the length bias all average out.",
-                "Nothing useful: when annotators disagree about a pair, the Bradley-Terry loss "
-                "has no minimum, and training diverges unless those pairs are removed.",
-                "Only the length preference, because it is the one signal shared by all "
-                "annotators.",
+                "What the labels say, bias included: they favour shorter answers (the bonus is "
+                "smaller than gold's cost of length), only less firmly than gold.",
+                "That longer is better: the length bonus is the one signal that every labeler "
+                "shares, so it outweighs the rest, and a policy optimised against the reward "
+                "model pads its answers.",
+                "Nothing of the labelers' own: noise, disagreement and the small bias all average "
+                "out over thousands of comparisons, and gold's trade-off remains.",
+                "Nothing reliable: when labelers disagree about a pair, the Bradley-Terry loss "
+                "has no minimum, and training diverges unless such pairs are removed.",
             ),
         ),
         Question(
@@ -352,6 +456,50 @@ QUESTIONS: dict[int, list[Question]] = {
                 "picks b 30% of the time, and no model can predict that.",
                 "The score is read at the last token only, which hides the start of the "
                 "response from the reward model and makes it guess on long answers.",
+            ),
+        ),
+        Question(
+            id="q4.4", kind="choice",
+            text="Which limit of human feedback do more labels from the same people not fix?",
+            options=(
+                "Their noise: a labeler who prefers a with probability 0.7 still picks b three "
+                "times in ten.",
+                "What they all get wrong the same way: a shared bias, or an error none of them "
+                "checks.",
+                "Their disagreement: where two labelers disagree about a pair, a reward model has "
+                "no single answer to learn.",
+                "Their speed: each label takes a person's time, so RL must wait for people to "
+                "score every answer it samples.",
+            ),
+        ),
+        Question(
+            id="q4.5", kind="choice",
+            text="In the reward model's training figure, the held-out accuracy at step 0 is 0% "
+                 "and the held-out loss 0.693. What explains both numbers?",
+            options=(
+                "The head starts at zero: every pair is a tie, -log sigmoid(0) = ln 2, and a tie "
+                "counts as a miss.",
+                "The scores start random, so the model is confidently wrong about every pair: "
+                "0.693 is what a confident wrong prediction costs.",
+                "Step 0 is measured before any pair was seen: the model guesses, and its guesses "
+                "happen to point the wrong way on the held-out pairs.",
+                "The held-out labels are stored rejected-first, so at step 0 the model is right "
+                "about every pair, but in reverse.",
+            ),
+        ),
+        Question(
+            id="q4.6", kind="choice",
+            text="The reward model gives a whole response one score, read at its last token. "
+                 "What kind of reward model is it, and what does that leave to RL?",
+            options=(
+                "A process reward model: through causal attention every token has a score of its "
+                "own, and RL uses it as that token's reward.",
+                "An outcome reward model: one number for the finished answer; RL must work out "
+                "which tokens earned it.",
+                "A verifier: it checks whether the outcome is right, so RL against it needs no "
+                "KL penalty to keep it honest.",
+                "A sequence classifier: it gives RL no signal for single tokens, so it can only "
+                "be used to rerank whole answers (best-of-N).",
             ),
         ),
     ],
@@ -400,6 +548,55 @@ QUESTIONS: dict[int, list[Question]] = {
                 "above 1.",
             ),
         ),
+        Question(
+            id="q5.4", kind="choice",
+            text="After PPO with a weak KL penalty, the policy answers 'what color is "
+                 "chocolate?' with 'that is un lit in french.'. The reward model scores this "
+                 "answer +1.85 (well above the average SFT answer); the gold reward gives it 0. "
+                 "What went wrong, and what helps?",
+            options=(
+                "The value function diverged and its advantages point the wrong way: a lower "
+                "learning rate for the critic fixes it.",
+                "PPO has not converged yet: more iterations at the same KL coefficient will "
+                "bring the policy to the right answer.",
+                "The gold reward is too strict: the answer is fluent and well formed, and a "
+                "score of +1.85 is evidence that it is good.",
+                "Reward hacking: PPO found an answer the reward model over-rates without reading "
+                "the prompt; a tighter KL leash or labels on such answers help.",
+            ),
+        ),
+        Question(
+            id="q5.5", kind="choice",
+            text="In a PPO run the mean response length falls from 26 tokens at the first "
+                 "iteration to 18 at the last, although the labelers behind the reward model "
+                 "value every extra word at +0.01. What is the best explanation?",
+            options=(
+                "The KL penalty is charged on every token, so every token costs reward, and the "
+                "shortest answers pay the least.",
+                "The extra words of SFT answers are mostly filler and rude remarks, which the "
+                "labels (so the reward model) rate down by far more.",
+                "The missing-end penalty makes long answers risky: the policy shortens them to "
+                "end before the token budget runs out.",
+                "Whitening the advantages removes any reward for length: once the mean is "
+                "subtracted, extra words gain nothing.",
+            ),
+        ),
+        Question(
+            id="q5.6", kind="choice",
+            text="During a PPO run the logged KL to the reference (objective/kl) turns negative "
+                 "and keeps falling, while the reward model's score rises. What is the likely "
+                 "cause?",
+            options=(
+                "Rollouts use top-k or top-p: the tokens do not come from the distribution whose "
+                "log-probs are compared.",
+                "Nothing is wrong: a negative KL means that the policy has come closer to the "
+                "reference than it was at the start of training.",
+                "The KL coefficient is too large: it pushes the policy past the reference, to "
+                "the other side of it.",
+                "Sampling noise: the estimate log pi - log pi_ref is unbiased, so a negative "
+                "average is chance, and more rollouts per batch would remove it.",
+            ),
+        ),
     ],
     6: [
         Question(
@@ -444,6 +641,28 @@ QUESTIONS: dict[int, list[Question]] = {
                 "The temperature used to sample responses during training.",
             ),
         ),
+        Question(
+            id="q6.4", kind="choice",
+            text="One preference pair, beta = 0.1. The policy's sequence log-probs: chosen "
+                 "-12.0, rejected -15.0; the reference's: chosen -13.0, rejected -14.0. What is "
+                 "the DPO loss of this pair?",
+            options=("0.127", "0.554", "0.598", "0.798"),
+        ),
+        Question(
+            id="q6.5", kind="choice",
+            text="DPO trains on pairs sampled once from the SFT model; PPO samples fresh answers "
+                 "from its own policy as it trains. What follows for DPO?",
+            options=(
+                "It needs new pairs, sampled from the current policy, at every epoch: on old "
+                "pairs its loss gives biased gradients and the policy drifts.",
+                "It learns only what the pairs say: no reward model to exploit, and no way to "
+                "improve where the pairs are silent.",
+                "It can only raise the probability of the chosen responses: nothing in a fixed "
+                "dataset lets it lower the probability of the rejected ones.",
+                "A reward model must score both responses of every pair before training starts, "
+                "since a fixed dataset has no rewards of its own.",
+            ),
+        ),
     ],
     7: [
         Question(
@@ -472,6 +691,55 @@ QUESTIONS: dict[int, list[Question]] = {
                 "not comparisons: it can only be used with DPO.",
                 "AI labels are always noisier than human ones, so a reward model trained on "
                 "them needs many more pairs to reach the same accuracy.",
+            ),
+        ),
+        Question(
+            id="q7.3", kind="choice",
+            text="Classify the methods by their stage and by when they act: at training time "
+                 "(new weights) or at inference time (the same weights, more work per query).",
+            options=(
+                "Training time: SFT and DPO, which fit fixed data; inference time: RLHF and "
+                "best-of-N, which consult a reward model.",
+                "Training time: SFT (instruction alignment), then RLHF or DPO (preference "
+                "alignment); inference time: best-of-N, prompting.",
+                "Training time: SFT, RLHF, DPO and best-of-N, which needs a trained reward "
+                "model; inference time: prompting alone.",
+                "Training time: RLHF and DPO; SFT is part of pretraining; inference time: "
+                "best-of-N and prompting.",
+            ),
+        ),
+        Question(
+            id="q7.4", kind="choice",
+            text="A team has an SFT chatbot and 5,000 preference pairs between its answers. Each "
+                 "answer must stay at one sample when served, and they cannot afford to tune an "
+                 "RL loop. Which plan fits?",
+            options=(
+                "Best-of-N with N = 16 and a reward model trained on the pairs: the chatbot needs "
+                "no training at all, and best-of-N is a strong baseline.",
+                "PPO against a reward model trained on the pairs, with a weak KL penalty so that "
+                "the policy can move far from the SFT model.",
+                "SFT on the chosen responses only: it is the cheapest loop of all, and the chosen "
+                "responses are the better half of the data.",
+                "DPO on the pairs, with beta picked on held-out prompts: no reward model, no "
+                "sampling in training, one sample per answer.",
+            ),
+        ),
+        Question(
+            id="q7.5", kind="choice",
+            text="On the same held-out prompts (SFT's gold reward: 0.33; evaluating one policy "
+                 "again moves its gold by about 0.02): best-of-16 reaches gold 0.70 at a KL of "
+                 "1.9 nats; PPO with beta = 0.05, 0.80 at 2.2 nats; PPO with beta = 0.02, 0.64 "
+                 "at 3.1 nats, after a peak of 0.76 at 2.5 nats while its proxy reward kept "
+                 "rising. Which reading is right?",
+            options=(
+                "PPO with beta = 0.02 did best: it moved furthest from SFT, and distance from "
+                "SFT measures how aligned a policy is.",
+                "beta = 0.05 beats best-of-16 by 0.10, five times the spread; beta = 0.02 "
+                "over-optimised: gold fell 0.12 as the proxy rose.",
+                "Best-of-16 is the one to deploy: it reaches 0.70 without any training, and the "
+                "PPO policies are within the noise of it.",
+                "None can be compared: they sit at different KLs, and policies are comparable "
+                "only at an equal KL from SFT.",
             ),
         ),
     ],
