@@ -14,8 +14,9 @@ frontier (Rafailov et al. 2023, fig. 2). Methods that buy more gold for less KL 
 the left.
 
 With `CompareConfig(sweep=True)` (`python -m minialign compare --sweep`) it first runs what
-chapter 7 studies (minialign/experiments.py: PPO at several KL coefficients, DPO at several
-beta, over-optimisation, RLAIF), each extra run a stage of its own in the run folder, so that
+chapters 7 and 8 study (minialign/experiments.py: PPO at several KL coefficients, DPO at several
+beta, over-optimisation, RLAIF; GRPO, Dr. GRPO, RLOO, three loss aggregations and three reward
+sources), each extra run a stage of its own in the run folder, so that
 the frontier gets more than one point per method. The figures are drawn by plots.py; after a
 whole-pipeline run, `write_summary` writes DIR/summary.json and summary.md.
 
@@ -28,8 +29,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import pipeline
 from .course import impl
-from .utils import peak_memory_mb, read_json, timer, write_json, write_text
+from .utils import TimeSplit, peak_memory_mb, read_json, timer, write_json, write_text
 
 
 @dataclass
@@ -47,6 +49,11 @@ class CompareConfig:
     #                              this many rankings of the preference data
     rlaif: bool = True  # reward model, DPO and PPO on the AI judge's labels
     n_fooling: int = 12  # rows of the table of responses that fool the proxy
+    grpo_variants: tuple = ("grpo_drgrpo", "grpo_rloo", "grpo_agg_token-mean",
+                            "grpo_agg_seq-mean-token-sum-norm", "grpo_verifier", "grpo_gold")
+    #                      extra GRPO runs (experiments.GRPO_VARIANTS: the knobs each changes)
+    grpo_eval_interval: int = 16  # iterations between their gold evaluations (0: the grpo
+    #                               stage's); each evaluation costs about 2 training iterations
     seed: int = 0
 
     def __post_init__(self):
@@ -59,11 +66,18 @@ class CompareConfig:
             raise ValueError("bon_ns must start at 1 (N = 1 is the SFT policy: the baseline)")
         if self.small_rm_prompts < 2 or self.bon_prompts < 1:
             raise ValueError("small_rm_prompts and bon_prompts must be positive")
+        from .experiments import GRPO_VARIANTS
+
+        self.grpo_variants = tuple(self.grpo_variants)
+        unknown = [v for v in self.grpo_variants if v not in GRPO_VARIANTS]
+        if unknown:
+            raise ValueError(f"unknown GRPO variants {unknown}: choose from {list(GRPO_VARIANTS)}")
 
     @classmethod
     def fast(cls, **overrides) -> "CompareConfig":
         base = dict(ppo_kl_coefs=(0.02,), ppo_eval_interval=2, dpo_betas=(1.0,),
-                    bon_ns=(1, 2, 4, 8, 16), bon_prompts=24, small_rm_prompts=48)
+                    bon_ns=(1, 2, 4, 8, 16), bon_prompts=24, small_rm_prompts=48,
+                    grpo_eval_interval=8)
         base.update(overrides)
         return cls(**base)
 
@@ -107,10 +121,14 @@ def collect(out_dir: Path) -> dict:
         "pretrained": {"gold_reward_mean": sft["pretrained_gold_reward_mean"],
                        "task_success_rate": sft["pretrained_task_success_rate"],
                        "win_rate_vs_sft": 1.0 - sft["win_rate_vs_pretrained"],
-                       "kl_to_sft": pretrained_kl_to_sft(out_dir)},
+                       "kl_to_sft": pretrained_kl_to_sft(out_dir),
+                       **_errors(sft, {"gold_reward_mean_se": "pretrained_gold_reward_mean_se",
+                                       "task_success_rate_se": "pretrained_task_success_rate_se",
+                                       "win_rate_vs_sft_se": "win_rate_vs_pretrained_se"})},
         "sft": {"gold_reward_mean": sft["gold_reward_mean"],
                 "task_success_rate": sft["task_success_rate"],
-                "win_rate_vs_sft": 0.5, "kl_to_sft": 0.0},
+                "win_rate_vs_sft": 0.5, "kl_to_sft": 0.0,  # (exactly: SFT against itself)
+                **_errors(sft, {k: k for k in ("gold_reward_mean_se", "task_success_rate_se")})},
     }
     for method in ("bon", "ppo", "grpo", "dpo"):
         path = out_dir / method / "metrics.json"
@@ -118,14 +136,22 @@ def collect(out_dir: Path) -> dict:
             m = read_json(path)
             rows[method] = {"gold_reward_mean": m["gold_reward_mean"],
                             "task_success_rate": m["task_success_rate"],
-                            "win_rate_vs_sft": m["win_rate_vs_sft"], "kl_to_sft": m["kl_to_ref"]}
-            if "win_rate_vs_sft_se" in m:
-                rows[method]["win_rate_vs_sft_se"] = m["win_rate_vs_sft_se"]
+                            "win_rate_vs_sft": m["win_rate_vs_sft"], "kl_to_sft": m["kl_to_ref"],
+                            **_errors(m, {k: k for k in ("gold_reward_mean_se",
+                                                         "task_success_rate_se",
+                                                         "win_rate_vs_sft_se")}),
+                            **_errors(m, {"kl_to_sft_se": "kl_to_ref_se"})}
             if method == "bon":
                 rows[method]["n"] = m["n"]
                 if "kl_estimate" in m:
                     rows[method]["kl_estimate"] = bon_kl(m["by_n"][str(m["n"])])[0]
     return rows
+
+
+def _errors(metrics: dict, keys: dict) -> dict:
+    """{row key: metrics[its key]} for the standard errors a stage's metrics hold (a run folder
+    from before they were recorded has none: its table shows the means alone)."""
+    return {row_key: metrics[key] for row_key, key in keys.items() if key in metrics}
 
 
 def bon_kl(by_n_row: dict) -> tuple[float, str]:
@@ -203,15 +229,23 @@ def markdown_table(rows: dict) -> str:
             continue
         r = rows[method]
         name = LABELS[method] + (f" (N={r['n']})" if "n" in r else "")
-        kl = f"{r['kl_to_sft']:.2f}"
+        kl = plus_minus(r, "kl_to_sft", "{:.2f}")
         if method == "bon":
             kl = (f"{r['kl_estimate']:.2f} (estimate; bound {kl})" if "kl_estimate" in r
                   else f"{kl} (bound)")
-        win = f"{r['win_rate_vs_sft']:.1%}" + (f" ± {r['win_rate_vs_sft_se']:.1%}"
-                                                 if "win_rate_vs_sft_se" in r else "")
-        lines.append(f"| {name} | {r['gold_reward_mean']:.3f} | {r['task_success_rate']:.1%} | "
-                     f"{win} | {kl} |")
+        lines.append(f"| {name} | {plus_minus(r, 'gold_reward_mean', '{:.3f}')} | "
+                     f"{plus_minus(r, 'task_success_rate', '{:.1%}')} | "
+                     f"{plus_minus(r, 'win_rate_vs_sft', '{:.1%}')} | {kl} |")
     return "\n".join(lines)
+
+
+def plus_minus(row: dict, key: str, fmt: str) -> str:
+    """row[key] with its standard error row[key + "_se"] where the row has one, both written
+    with fmt: "0.622 ± 0.030", "69.1% ± 2.8%"."""
+    text = fmt.format(row[key])
+    if f"{key}_se" in row:
+        text += " ± " + fmt.format(row[f"{key}_se"])
+    return text
 
 
 # ==============================================================================================
@@ -252,6 +286,25 @@ def _impl_line(code: dict) -> str:
     return line + "."
 
 
+def time_split_table(splits: dict) -> list[str]:
+    """Markdown lines: where each stage's seconds went (utils.TimeSplit), and the total."""
+    cats = TimeSplit.CATEGORIES
+    lines = ["Where the time went (seconds): sampling = responses generated to learn from "
+             "(rollouts, preference and best-of-N candidates), training = forward, backward and "
+             "optimizer steps, evaluation = held-out sampling, scoring and validation.", "",
+             "| stage | total | " + " | ".join(cats) + " |", "|---" * (len(cats) + 2) + "|"]
+    totals = {c: 0.0 for c in cats}
+    for stage, split in splits.items():
+        lines.append(f"| {stage} | {sum(split.values()):.0f} | "
+                     + " | ".join(f"{split.get(c, 0.0):.0f}" for c in cats) + " |")
+        for c in cats:
+            totals[c] += split.get(c, 0.0)
+    total = sum(totals.values()) or 1.0
+    lines.append(f"| all | {sum(totals.values()):.0f} | "
+                 + " | ".join(f"{totals[c]:.0f} ({totals[c] / total:.0%})" for c in cats) + " |")
+    return lines
+
+
 def write_summary(out_dir, timings: dict, total_seconds: float, fast: bool,
                   skipped=()) -> dict:
     """DIR/summary.json and DIR/summary.md after a whole-pipeline run. `skipped`: the stages
@@ -260,10 +313,14 @@ def write_summary(out_dir, timings: dict, total_seconds: float, fast: bool,
     rows = read_json(out_dir / "compare" / "metrics.json")["rows"]
     precision = read_json(out_dir / "pretrain" / "metrics.json").get("precision", "fp32")
     code = impl.current().record() if impl.current() is not None else None
+    splits = pipeline.time_splits(out_dir)  # every stage's, the skipped ones' included
     summary = {"policies": rows, "precision": precision, "impl": code,
                "seconds": {k: v["seconds"] for k, v in timings.items()},
                "total_seconds": total_seconds, "peak_memory_mb": peak_memory_mb(),
                "stages": timings, "skipped": list(skipped),
+               "time_split": splits,
+               "time_split_total": {c: sum(s.get(c, 0.0) for s in splits.values())
+                                    for c in TimeSplit.CATEGORIES},
                "frontier_figure": "compare/frontier.png", "fast": fast}
     write_json(summary, out_dir / "summary.json")
     reused = (f" Up to date from an earlier run, not retrained: {', '.join(skipped)}."
@@ -273,7 +330,8 @@ def write_summary(out_dir, timings: dict, total_seconds: float, fast: bool,
           f"({'fast' if fast else 'default'} configuration; pretraining in {precision}).{reused}",
           "", *([_impl_line(code), ""] if code else []),
           markdown_table(rows), "",
-          "Stage times: " + ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in timings.items())
-          + ".", "", "![reward-KL frontier](compare/frontier.png)", ""]
+          "±: one standard error of the mean, over the held-out prompts.", "",
+          *time_split_table(splits), "",
+          "![reward-KL frontier](compare/frontier.png)", ""]
     write_text("\n".join(md), out_dir / "summary.md")
     return summary

@@ -10,6 +10,9 @@ and RLAIF, each extra run a stage of its own in the run folder (skipped when pre
   rlaif              the AI judge's preference data (preferences_ai), and the reward model, DPO
                      and PPO trained on it (reward_ai, dpo_ai, ppo_ai), against the human-label
                      versions on gold, per family
+  grpo_sweep         chapter 8: GRPO against Dr. GRPO and RLOO, its three loss aggregations
+                     with the response length over training (Dr. GRPO's length bias), and
+                     three reward sources (reward model, verifier, gold) per task family
 
 Every extra run copies the configuration of the run folder's own stage (ppo, dpo, reward,
 preferences) and changes one knob, so a fast run folder gets fast variants and a default one
@@ -26,11 +29,12 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from .compare import CompareConfig, bon_kl, frontier_points
-from .utils import FOOLING_SEED_OFFSET, PRESSURE_SEED_OFFSET, read_json, timer, write_json
+from .utils import (FOOLING_SEED_OFFSET, PRESSURE_SEED_OFFSET, read_json, timer, write_json,
+                    write_text)
 
 
 def run(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> dict:
-    """The three experiments in turn. Returns what the compare stage records of them (the full
+    """The experiments in turn. Returns what the compare stage records of them (the full
     results are in DIR/compare/overoptimization.json and rlaif.json)."""
     out_dir = Path(out_dir)
     sweep = frontier_sweep(out_dir, cfg, device, log)
@@ -43,6 +47,11 @@ def run(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> dict:
     if cfg.rlaif:
         r = rlaif(out_dir, cfg, device, log)
         recorded["rlaif"] = {n: p["gold"] for n, p in r["policies"].items()}
+    if cfg.grpo_variants:
+        g = grpo_sweep(out_dir, cfg, device, log)
+        recorded["grpo"] = {"runs": {s: {k: r[k] for k in ("gold", "success", "kl")}
+                                     for s, r in g["runs"].items()},
+                            "file": "compare/grpo.json"}
     return recorded
 
 
@@ -297,12 +306,20 @@ def overoptimization(out_dir, cfg: CompareConfig, device: str = "cpu", log=print
     return result
 
 
+OVEROPTIMIZATION_KNOBS = ("ppo_kl_coefs", "ppo_eval_interval", "bon_ns", "bon_prompts",
+                          "small_rm_prompts", "n_fooling", "seed")
+
+
 def _overoptimization_up_to_date(path: Path, out_dir: Path, cfg: CompareConfig) -> bool:
     """Whether `path` holds a result for this configuration, newer than the stages it read."""
     inputs = [out_dir / s / "metrics.json" for s in
               ("sft", "reward", "reward_small",
                *([f"ppo_kl{min(cfg.ppo_kl_coefs)}"] if cfg.ppo_kl_coefs else []))]
-    return (path.exists() and read_json(path).get("config") == _jsonable(asdict(cfg))
+    def knobs(config: dict) -> dict:  # the fields of CompareConfig that this result reads
+        return {k: config.get(k) for k in OVEROPTIMIZATION_KNOBS}
+
+    return (path.exists() and knobs(read_json(path).get("config") or {})
+            == knobs(_jsonable(asdict(cfg)))
             and all(f.exists() and f.stat().st_mtime <= path.stat().st_mtime for f in inputs))
 
 
@@ -490,3 +507,237 @@ def rlaif(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> dict:
                       title="gold reward per family: human vs AI feedback")
     plots.labeler_agreement(result["labelers"], out_dir / "compare" / "labelers.png")
     return result
+
+
+# ==============================================================================================
+# 4. GRPO (chapter 8): three advantages, three loss aggregations, three reward sources
+
+# stage -> what it changes in the grpo stage's config (the grpo stage itself: GRPO's std-scaled
+# advantage, each response averaged over its own tokens, the KL in the loss, the reward model)
+GRPO_VARIANTS = {
+    # Dr. GRPO (Liu et al. 2025): both of its fixes, no std scaling and one constant divisor
+    "grpo_drgrpo": dict(advantage="dr_grpo", loss_aggregation="seq-mean-token-sum-norm"),
+    # RLOO (Ahmadian et al. 2024): the leave-one-out baseline, the KL folded into the reward
+    "grpo_rloo": dict(advantage="rloo", kl_in="reward"),
+    # the aggregation alone (GRPO's advantage): DAPO's and Dr. GRPO's
+    "grpo_agg_token-mean": dict(loss_aggregation="token-mean"),
+    "grpo_agg_seq-mean-token-sum-norm": dict(loss_aggregation="seq-mean-token-sum-norm"),
+    # the reward source alone: the rule-based verifier, and the oracle
+    "grpo_verifier": dict(reward_source="verifier"),
+    "grpo_gold": dict(reward_source="gold"),
+}
+# the policies of the reward-source comparison: name -> stage
+REWARD_SOURCE_POLICIES = {"SFT": "sft", "PPO (reward model)": "ppo",
+                          "GRPO, reward model": "grpo", "GRPO, verifier": "grpo_verifier",
+                          "GRPO, gold": "grpo_gold"}
+STYLE_COMPONENTS = ("concise", "polite", "ending", "honest", "harmless")
+# what reward_sources averages per policy and family: the outcome, the gold reward and its
+# components (helpful: 1 for a right answer, or for a known joke; 0.5 for an on-topic ramble)
+ROW_KEYS = ("success", "gold", "proxy", "helpful", *STYLE_COMPONENTS)
+
+
+def grpo_variant(out_dir, stage: str, cfg: CompareConfig, device="cpu", log=print) -> dict:
+    """The GRPO run `stage` of GRPO_VARIANTS (the grpo stage's config with its changes),
+    trained if missing. Returns its metrics."""
+    from . import grpo
+
+    out_dir = Path(out_dir)
+    changes = dict(GRPO_VARIANTS[stage])
+    if cfg.grpo_eval_interval:
+        changes["eval_interval"] = cfg.grpo_eval_interval
+    grpo_cfg = base_config(out_dir, "grpo", grpo.GRPOConfig, **changes)
+    return _ensure_stage(out_dir, stage, lambda: grpo.train(grpo_cfg, out_dir, device, log,
+                                                            stage=stage), log)
+
+
+def _mean_of(rows: list[dict], key: str):
+    values = [r[key] for r in rows if key in r]
+    return sum(values) / len(values) if values else None
+
+
+def grpo_row(m: dict) -> dict:
+    """One GRPO run in a line: its knobs, the keys every policy reports, and its response
+    lengths (tokens): in the rollouts of the first and the last quarter of training (the same
+    prompts for every run of one seed), of the answers it trained with a negative advantage
+    there, and on the held-out prompts at each evaluation."""
+    c, h = m["config"], m["history"]
+    q = max(1, len(h) // 4)
+    return {"advantage": c["advantage"], "aggregation": c["loss_aggregation"],
+            "kl_in": c["kl_in"], "reward_source": c["reward_source"],
+            "gold": m["gold_reward_mean"], "gold_se": m["gold_reward_mean_se"],
+            "success": m["task_success_rate"], "success_se": m["task_success_rate_se"],
+            "win_rate_vs_sft": m["win_rate_vs_sft"], "win_rate_vs_sft_se": m["win_rate_vs_sft_se"],
+            "kl": m["kl_to_ref"], "proxy": m["proxy_reward_mean"], "seconds": m["seconds"],
+            "length_first": _mean_of(h[:q], "response_length"),
+            "length_last": _mean_of(h[-q:], "response_length"),
+            "length_neg_first": _mean_of(h[:q], "response_length/adv_neg"),
+            "length_neg_last": _mean_of(h[-q:], "response_length/adv_neg"),
+            "eval_iteration": m["curve"]["iteration"], "eval_length": m["curve"].get("length")}
+
+
+def grpo_sweep(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> dict:
+    """Train the GRPO variants that are missing (cfg.grpo_variants), then compare them with the
+    grpo stage. Writes DIR/compare/grpo.json ({"runs": {stage: grpo_row}, "reward_sources":
+    see reward_sources}), grpo.md (the tables), grpo_length.png (response length over training,
+    reward-model runs) and, when a verifier or gold run is among them, reward_sources.png (task
+    success per family) and reward_sources_training.png (proxy and gold over training).
+    Returns the dict."""
+    from . import plots
+
+    out_dir = Path(out_dir)
+    runs = {"grpo": read_json(out_dir / "grpo" / "metrics.json")}
+    for stage in cfg.grpo_variants:
+        runs[stage] = grpo_variant(out_dir, stage, cfg, device, log)
+    result = {"runs": {stage: grpo_row(m) for stage, m in runs.items()}}
+    by_rm = {s: m for s, m in runs.items() if m["reward_source"] == "reward_model"}
+    plots.grpo_response_length({s: {"history": m["history"], "curve": m["curve"]}
+                                for s, m in by_rm.items()},
+                               out_dir / "compare" / "grpo_length.png")
+    if {"grpo_verifier", "grpo_gold"} & set(runs):
+        result["reward_sources"] = _reward_sources_cached(out_dir, device, log)
+        plots.family_bars(result["reward_sources"]["per_family"], "success",
+                          out_dir / "compare" / "reward_sources.png",
+                          title="task success per family: one algorithm, three reward sources")
+        plots.grpo_reward_sources({runs[s]["reward_source"]: runs[s]["curve"] for s in
+                                   ("grpo", "grpo_verifier", "grpo_gold") if s in runs},
+                                  out_dir / "compare" / "reward_sources_training.png")
+    write_json(result, out_dir / "compare" / "grpo.json")
+    write_text(grpo_markdown(result), out_dir / "compare" / "grpo.md")
+    return result
+
+
+def reward_sources(out_dir, device: str = "cpu", log=print) -> dict:
+    """SFT, PPO and GRPO with each reward source found in the run folder, evaluated alike (the
+    grpo stage's held-out evaluation: same prompts, samples and seed, so GRPO's own numbers are
+    its final evaluation's). Per policy and family (and pooled over world.VERIFIABLE): task
+    success, gold, the reward model's score (proxy) and the mean of each gold component
+    (ROW_KEYS: helpfulness, and what the verifier cannot see, STYLE_COMPONENTS); and on the
+    verifiable families, each policy's difference from PPO's task success and gold, paired by
+    prompt, with its standard error.
+    Returns {"overall": {name: row}, "per_family": {name: {family: row}}, "verifiable": {name:
+    row}, "verifiable_vs_ppo": {name: differences}, "stages": {name: stage}}."""
+    from . import evaluate, world
+    from .reward import load_reward_model
+    from .sft import load_model as load_sft
+    from .utils import EVAL_SEED_OFFSET, load_stage_model
+
+    out_dir = Path(out_dir)
+    c = read_json(out_dir / "grpo" / "metrics.json")["config"]
+    _, tok = load_sft(out_dir, device)
+    rm = load_reward_model(out_dir, device, "reward")
+    tasks = world.default_world().tasks("eval")
+    result = {"overall": {}, "per_family": {}, "verifiable": {}, "stages": {}}
+    by_prompt = {}  # name -> {verifiable prompt: (success, gold) of its answers}
+    for name, stage in REWARD_SOURCE_POLICIES.items():
+        if not (out_dir / stage / "model.pt").exists():
+            continue
+        policy = load_stage_model(out_dir, stage, device).eval()
+        ev = evaluate.evaluate_policy(policy, tok, tasks, c["eval_samples"], c["max_new_tokens"],
+                                      seed=c["seed"] + EVAL_SEED_OFFSET,
+                                      temperature=c["temperature"])
+        texts = [r["text"] for r in ev["responses"]]
+        proxy = rm.score_texts(tok, [t.prompt for t in ev["tasks"]], texts,
+                               [r["ended"] for r in ev["responses"]])
+        rows = [{"family": t.family, "success": float(b["success"]), "gold": b["total"],
+                 "proxy": p, **{k: b[k] for k in ("helpful", *STYLE_COMPONENTS)}}
+                for t, b, p in zip(ev["tasks"], ev["breakdown"], proxy)]
+        result["overall"][name] = _family_row(rows)
+        result["verifiable"][name] = _family_row([r for r in rows
+                                                  if r["family"] in world.VERIFIABLE])
+        result["per_family"][name] = {f: _family_row([r for r in rows if r["family"] == f])
+                                      for f in world.FAMILIES}
+        result["stages"][name] = stage
+        by_prompt[name] = {}
+        for t, r in zip(ev["tasks"], rows):
+            if r["family"] in world.VERIFIABLE:
+                by_prompt[name].setdefault(t.prompt, []).append((r["success"], r["gold"]))
+        log(f"[compare] {name}: success {result['overall'][name]['success']:.1%}, gold "
+            f"{result['overall'][name]['gold']:+.3f}")
+    if "PPO (reward model)" in by_prompt:
+        result["verifiable_vs_ppo"] = {name: _paired(answers, by_prompt["PPO (reward model)"])
+                                       for name, answers in by_prompt.items()}
+    return result
+
+
+def _paired(a: dict, b: dict) -> dict:
+    """Mean difference a - b in task success and in gold over the prompts of `b`, each prompt's
+    answers averaged first ({prompt: [(success, gold), ...]}), with standard errors over
+    prompts: paired, so the prompts' own difficulty cancels."""
+    from .evaluate import standard_error
+
+    out = {}
+    for i, key in enumerate(("success", "gold")):
+        diffs = [sum(x[i] for x in a[p]) / len(a[p]) - sum(x[i] for x in b[p]) / len(b[p])
+                 for p in b]
+        out[f"{key}_diff"] = sum(diffs) / len(diffs)
+        out[f"{key}_diff_se"] = standard_error(diffs)
+    return out
+
+
+def _reward_sources_cached(out_dir: Path, device, log) -> dict:
+    """reward_sources from DIR/compare/grpo.json when it is newer than every stage it
+    evaluates (five evaluations of the held-out prompts saved), else measured anew."""
+    path = out_dir / "compare" / "grpo.json"
+    saved = read_json(path).get("reward_sources") if path.exists() else None
+    stages = [s for s in REWARD_SOURCE_POLICIES.values() if (out_dir / s / "model.pt").exists()]
+    inputs = [out_dir / s / "metrics.json" for s in ("reward", *stages)]
+    if (saved and sorted(saved["stages"].values()) == sorted(stages)
+            and set(ROW_KEYS) <= set(next(iter(saved["overall"].values()), {}))
+            and all(f.stat().st_mtime <= path.stat().st_mtime for f in inputs if f.exists())):
+        log("[compare] reward sources: found in compare/grpo.json")
+        return saved
+    return reward_sources(out_dir, device, log)
+
+
+def _family_row(rows: list[dict]) -> dict:
+    """Means (and standard errors of success and gold) over some evaluated responses."""
+    from .evaluate import standard_error
+
+    out = {k: sum(r[k] for r in rows) / len(rows) for k in ROW_KEYS}
+    out.update(n=len(rows), success_se=standard_error([r["success"] for r in rows]),
+               gold_se=standard_error([r["gold"] for r in rows]))
+    return out
+
+
+def grpo_markdown(result: dict) -> str:
+    """The tables of grpo_sweep as Markdown: the runs, and (when present) task success and gold
+    per family for each reward source."""
+    lines = ["## GRPO variants", "",
+             "| run | advantage | aggregation | KL in | reward | gold | task success | "
+             "win rate vs SFT | KL to SFT | response length (rollouts: first → last quarter) "
+             "| of negative-advantage answers | held-out length (start → end) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for stage, r in result["runs"].items():
+        ev = r["eval_length"]
+        lines.append(
+            f"| {stage} | {r['advantage']} | {r['aggregation']} | {r['kl_in']} | "
+            f"{r['reward_source']} | {r['gold']:+.3f} ± {r['gold_se']:.3f} | "
+            f"{r['success']:.1%} | {r['win_rate_vs_sft']:.1%} ± {r['win_rate_vs_sft_se']:.1%} | "
+            f"{r['kl']:.2f} | {_arrow(r['length_first'], r['length_last'])} | "
+            f"{_arrow(r['length_neg_first'], r['length_neg_last'])} | "
+            f"{_arrow(ev[0], ev[-1]) if ev else '–'} |")
+    if "reward_sources" in result:
+        lines += ["", reward_sources_table(result["reward_sources"])]
+    return "\n".join(lines) + "\n"
+
+
+def _arrow(a, b) -> str:
+    return "–" if a is None or b is None else f"{a:.1f} → {b:.1f}"
+
+
+def reward_sources_table(rs: dict) -> str:
+    """Task success and gold per family (rows) for each policy (columns) of reward_sources,
+    then the families a verifier can judge pooled, then all."""
+    from . import world
+
+    names = list(rs["per_family"])
+    lines = ["| family | " + " | ".join(f"{n}: success / gold" for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+    rows = [(f, {n: rs["per_family"][n][f] for n in names}) for f in world.FAMILIES]
+    rows += [("verifiable families", rs["verifiable"]), ("all", rs["overall"])]
+    for label, by_name in rows:
+        verifiable = label in world.VERIFIABLE or label == "verifiable families"
+        tag = label if verifiable or label == "all" else f"{label} (no verifier)"
+        lines.append(f"| {tag} | " + " | ".join(
+            f"{by_name[n]['success']:.1%} / {by_name[n]['gold']:+.2f}" for n in names) + " |")
+    return "\n".join(lines)

@@ -47,8 +47,8 @@ from . import world as world_lib
 from .evaluate import TEMPERATURE
 from .model import GPT
 from .ppo import masked_mean, rollout, score_responses, take
-from .utils import (load_stage_model, pick_device, progress, save_checkpoint, set_seed, timer,
-                    write_json)
+from .utils import (load_stage_model, pick_device, progress, save_checkpoint, set_seed, timed,
+                    timer, write_json)
 
 ADVANTAGES = ("grpo", "dr_grpo", "rloo")
 AGGREGATIONS = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm")
@@ -121,15 +121,19 @@ def group_advantages(rewards, scale="std", eps=1e-4):
     rewards: (P, G) float, row p holding the rewards of the G responses to prompt p. Returns
     (P, G) of the same dtype: how much better each response did than the others of its row
     (so each row sums to 0). The group is the baseline: statistics are taken along the row,
-    never across prompts. scale="std" (GRPO) also divides by the row's spread, torch.std
-    (Bessel-corrected, n - 1, as TRL computes it) plus eps, so that every prompt's advantages
-    have about the same size whatever its reward scale; scale="none" (Dr. GRPO) only centres.
+    never across prompts. scale="std" (GRPO) also scales each row by its spread, its standard
+    deviation as torch.std gives it (Bessel-corrected, n - 1, as TRL computes it) with eps
+    added to it, so that every prompt's advantages have about the same size whatever its
+    reward scale; scale="none" (Dr. GRPO) only centres.
     Edge cases: a group whose rewards are all equal (G = 1 included) gets exactly 0, never nan
     (nothing in it is better than anything else), whatever eps; another scale: ValueError.
     """
     # >>> exercise: chapter=8 difficulty=2 minutes=15
-    # hint: (r - mean) / (std + eps), mean and std along dim=1 with keepdim=True; torch.std of
-    #       one sample is nan; torch.where(all_equal, 0.0, ...) gives the exact zeros
+    # hint: statistics along each row: .mean(dim=1, keepdim=True) and .std(dim=1,
+    #       keepdim=True) are (P, 1) and broadcast against the (P, G) rewards
+    # hint: torch.std of one sample is nan (n - 1 = 0), and round-off / eps is not 0: compare
+    #       each row with its first entry for all_equal, then torch.where(all_equal, 0.0, ...)
+    # hint: scale="std": (r - mean) / (std + eps); scale="none": r - mean
     if scale not in ("std", "none"):
         raise ValueError(f"scale must be 'std' or 'none', got {scale!r}")
     centered = rewards - rewards.mean(dim=1, keepdim=True)  # (P, G)
@@ -170,8 +174,11 @@ def aggregate_loss(per_token_loss, mask, mode, max_len=None):
     gives 0 (never nan). Another mode: ValueError. Returns a 0-dim tensor.
     """
     # >>> exercise: chapter=8 difficulty=2 minutes=20
-    # hint: torch.where(mask, per_token_loss, 0.0), not a multiplication: nan * 0 is nan; and
-    #       .clamp(min=1) on every count you divide by
+    # hint: torch.where(mask, per_token_loss, 0.0), not a multiplication: nan * 0 is nan
+    # hint: every count you divide by may be 0 (an empty response, an empty batch):
+    #       .clamp(min=1) it; GRPO's mean over responses counts only those with a token
+    # hint: token-mean: x.sum() / n_tokens; seq-mean-token-mean: the mean, over the rows with
+    #       a token, of x.sum(1) / lengths; seq-mean-token-sum-norm: x.sum() / (B * max_len)
     mask = mask.bool()
     x = torch.where(mask, per_token_loss, 0.0)  # (B, T)
     if mode == "token-mean":
@@ -212,8 +219,12 @@ def clipped_token_loss(logprobs, old_logprobs, advantages, cliprange_low=0.2,
     the clipped term is the larger, i.e. where the clip took the gradient away).
     """
     # >>> exercise: chapter=8 difficulty=2 minutes=15
-    # hint: loss_t = max(-A rho_t, -A clip(rho_t, 1 - cliprange_low, 1 + cliprange_high)),
-    #       with rho_t = exp(logprobs_t - old_logprobs_t) and A = advantages.unsqueeze(1)
+    # hint: one advantage per response, (B,): advantages.unsqueeze(1) is (B, 1) and broadcasts
+    #       over its tokens; detach old_logprobs
+    # hint: rho_t = exp(logprobs_t - old_logprobs_t); clip it with torch.clamp(rho, 1 -
+    #       cliprange_low, 1 + cliprange_high); torch.maximum keeps the larger loss
+    # hint: loss_t = max(-A rho_t, -A clip(rho_t, 1 - cliprange_low, 1 + cliprange_high));
+    #       clipped = the clipped loss > the unclipped one
     A = advantages.unsqueeze(1)  # (B, 1): broadcast over the response's tokens
     ratio = torch.exp(logprobs - old_logprobs.detach())  # (B, T)
     unclipped = -A * ratio
@@ -236,7 +247,9 @@ def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, cliprange_
     positive advantage: a good token held back) and "k3" (the KL estimate, kl_coef aside).
     """
     # >>> exercise: chapter=8 difficulty=2 minutes=15
-    # hint: masked_mean(x, mask) (from ppo.py) under torch.no_grad() gives each statistic
+    # hint: call your clipped_token_loss, k3_kl and aggregate_loss: this exercise wires them
+    # hint: masked_mean(x, mask) (from ppo.py) under torch.no_grad() gives each statistic;
+    #       clipped at the upper bound = clipped & (advantages.unsqueeze(1) > 0)
     per_token, clipped = clipped_token_loss(logprobs, old_logprobs, advantages, cliprange_low,
                                             cliprange_high)
     kl = k3_kl(logprobs, ref_logprobs)  # (B, T)
@@ -376,6 +389,7 @@ def grpo_loop(policy: GPT, ref: GPT, reward_fn, sample_prompts, cfg: GRPOConfig,
                     "frac_reward_zero_std": equal.float().mean().item(),
                     "policy/ended": ro.ended.float().mean().item(),
                     "response_length": ro.mask.sum(1).mean().item()})
+        row.update(lengths_by_advantage(ro.mask.sum(1), advantages, rows))
         history.append(row)
         tracking.log(row, it)
         bar.set_postfix(score=f"{row['objective/scores']:.2f}", kl=f"{kl:.2f}")
@@ -383,6 +397,19 @@ def grpo_loop(policy: GPT, ref: GPT, reward_fn, sample_prompts, cfg: GRPOConfig,
             on_iteration(it, row, ro)
     bar.close()
     return history
+
+
+def lengths_by_advantage(lengths, advantages, rows) -> dict:
+    """Mean length (tokens) of the trained responses `rows` whose advantage is positive and of
+    those whose advantage is negative: Dr. GRPO's length bias shows as the second growing (a
+    long wrong answer is punished less per token when each response is averaged over its own
+    length). lengths, advantages: (B,); a side with no response is left out."""
+    out = {}
+    for name, side in (("response_length/adv_pos", advantages[rows] > 0),
+                       ("response_length/adv_neg", advantages[rows] < 0)):
+        if side.any():
+            out[name] = lengths[rows][side].float().mean().item()
+    return out
 
 
 # ==============================================================================================
@@ -432,20 +459,26 @@ def train(cfg: GRPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
         sample_prompts = start.sample_prompts
 
         eval_tasks = world.tasks("eval")
-        curve = {"iteration": [], "gold": [], "proxy": [], "kl": [], "success": []}
+        curve = {"iteration": [], "gold": [], "proxy": [], "kl": [], "success": [],
+                 "length": []}
         samples_over_training = []
 
         def evaluate_now(it):
-            return evaluate_during_training(policy, ref, rm, tokenizer, eval_tasks, cfg, it,
-                                            curve, samples_over_training)
+            ev, proxy = evaluate_during_training(policy, ref, rm, tokenizer, eval_tasks, cfg, it,
+                                                 curve, samples_over_training)
+            lengths = [len(r["response_ids"]) for r in ev["responses"]]  # tokens, <|end|> too
+            curve["length"].append(sum(lengths) / len(lengths))  # on the same held-out prompts
+            return ev, proxy
 
         def on_iteration(it, row, ro):
             if (it + 1) % cfg.eval_interval == 0 and it + 1 < cfg.iterations:
                 evaluate_now(it + 1)
 
         sft_eval, _ = evaluate_now(0)
-        history = grpo_loop(policy, ref, reward_fn, sample_prompts, cfg, tokenizer.pad_id,
-                            tokenizer.end_id, on_iteration, desc=stage)
+        with timed("training"):  # (the stage's time split: rollouts count as sampling, and
+            #                          evaluations as evaluation, utils.TimeSplit)
+            history = grpo_loop(policy, ref, reward_fn, sample_prompts, cfg, tokenizer.pad_id,
+                                tokenizer.end_id, on_iteration, desc=stage)
         final_eval, _ = evaluate_now(cfg.iterations)
         save_checkpoint(policy.checkpoint(train_config=asdict(cfg)), out_dir / stage / "model.pt")
 
@@ -466,19 +499,16 @@ def train(cfg: GRPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
 
 def policy_metrics(final_eval: dict, sft_eval: dict, curve: dict) -> dict:
     """The keys every policy reports, each mean with its standard error (suffix _se)."""
-    from .evaluate import standard_error, win_rate, win_rate_se
+    from .evaluate import error_bars, win_rate
 
     return {
         "gold_reward_mean": final_eval["gold_reward_mean"],
-        "gold_reward_mean_se": standard_error(final_eval["gold"]),
         "proxy_reward_mean": curve["proxy"][-1],
         "kl_to_ref": curve["kl"][-1],
-        "kl_to_ref_se": standard_error(final_eval["kl_per_response"]),
         "win_rate_vs_sft": win_rate(final_eval["gold"], sft_eval["gold"]),
-        "win_rate_vs_sft_se": win_rate_se(final_eval["gold"], sft_eval["gold"]),
         "task_success_rate": final_eval["task_success_rate"],
-        "task_success_rate_se": standard_error([float(b["success"])
-                                                for b in final_eval["breakdown"]]),
+        # gold_reward_mean_se, task_success_rate_se, kl_to_ref_se, win_rate_vs_sft_se
+        **error_bars(final_eval, versus=sft_eval),
         "end_rate": final_eval["end_rate"],
         "per_family": final_eval["per_family"],
         "sft_gold_reward_mean": sft_eval["gold_reward_mean"],

@@ -185,11 +185,62 @@ def grpo_training(history: list, curve: dict, path=None):
               ("frac_reward_zero_std", "groups with all-equal rewards"),
               ("response_length", "response length (tokens)")]
     for ax, (key, title) in zip([axes[0, 2], axes[1, 0], axes[1, 1], axes[1, 2]], panels):
-        ax.plot(it, [h.get(key, float("nan")) for h in history])
+        ax.plot(it, [h.get(key, float("nan")) for h in history], label="all rollouts")
         ax.set_xlabel("iteration")
         ax.set_title(title)
+    ax = axes[1, 2]
+    for key, label in (("response_length/adv_pos", "advantage > 0"),
+                       ("response_length/adv_neg", "advantage < 0")):
+        if any(key in h for h in history):
+            ax.plot(it, [h.get(key, float("nan")) for h in history], lw=0.8, label=label)
+    ax.legend(fontsize=7)
     for a in axes.flat:
         a.grid(alpha=0.3)
+    return _finish(fig, path)
+
+
+def grpo_response_length(runs: dict, path=None, k=4):
+    """Response length over training, one line per GRPO run: {name: {"history": per-iteration
+    stats, "curve": held-out evaluations}}. Panels: all rollouts and the answers trained with
+    a negative advantage (both smoothed over k iterations; every run of one seed samples the
+    same prompts, so the runs are compared prompt for prompt), and the held-out prompts at each
+    evaluation (the same prompts all along; absent from runs that predate it)."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    panels = [("response_length", "rollouts: mean length (tokens)"),
+              ("response_length/adv_neg", "rollouts: answers with advantage < 0")]
+    for i, (name, run) in enumerate(runs.items()):
+        h = run["history"]
+        for ax, (key, _) in zip(axes[:2], panels):
+            points = [(r["iteration"], r[key]) for r in h if key in r]
+            if points:
+                ax.plot([p[0] for p in points], _smooth([p[1] for p in points], k),
+                        color=f"C{i}", label=name)
+        c = run["curve"]
+        if c.get("length"):
+            axes[2].plot(c["iteration"], c["length"], "o-", color=f"C{i}", label=name)
+    for ax, (_, title) in zip(axes, panels + [(None, "held-out prompts (tokens)")]):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    axes[0].set_ylabel(f"tokens (mean of {k} iterations)")
+    return _finish(fig, path)
+
+
+def grpo_reward_sources(curves: dict, path=None):
+    """One GRPO run per reward source ({source: its held-out `curve`}): the reward model's
+    score (proxy), the gold reward and the task success on held-out prompts during training.
+    A source that is hacked shows its proxy rising while gold falls."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), sharex=True)
+    for i, (source, c) in enumerate(curves.items()):
+        for ax, key in zip(axes, ("proxy", "gold", "success")):
+            ax.plot(c["iteration"], c[key], "o-", color=f"C{i}", label=f"reward: {source}")
+    titles = ("reward model's score (proxy)", "gold reward", "task success")
+    for ax, title in zip(axes, titles):
+        ax.set_title(f"{title}, held-out", fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
     return _finish(fig, path)
 
 
@@ -651,4 +702,86 @@ def alignment_pipelines(path=None):
     ax.text(8.3, 0.1, "no reward model, no sampling;\nlog-ratio to the reference",
             ha="center", fontsize=8, color="#444444")
     ax.text(0.1, 0.25, "DPO", fontsize=11, weight="bold", color="#2e7d32")
+    return _finish(fig, path)
+
+
+# the figure of "train it with your code" (course/yours.py): stage -> its curve panels
+# (title, x key, y key, smoothed), then its result panel (bars) where it has one
+YOURS_CURVES = {
+    "pretrain": [("training loss", "history.step", "history.train_loss", True),
+                 ("validation loss", "history.val_step", "history.val_loss", False)],
+    "sft": [("training loss (response tokens)", "history.step", "history.train_loss", True),
+            ("validation loss", "history.val_step", "history.val_loss", False)],
+    "reward": [("training loss (Bradley-Terry)", "history.step", "history.train_loss", True),
+               ("training accuracy (top answer above the second)", "history.step",
+                "history.train_accuracy", True)],
+    "ppo": [("reward-model score (held-out)", "curve.iteration", "curve.proxy", False),
+            ("gold reward (held-out)", "curve.iteration", "curve.gold", False),
+            ("KL to SFT (nats per response)", "curve.iteration", "curve.kl", False)],
+    "dpo": [("loss", "history.step", "history.loss", True),
+            ("implicit reward margin (chosen - rejected)", "history.step",
+             "history.rewards/margins", True)],
+}
+YOURS_RESULT = {  # stage -> (title, [(name, key)], the start's (name, key) or None)
+    "sft": ("gold reward (held-out prompts)", [("", "gold_reward_mean")],
+            ("pretrained", "pretrained_gold_reward_mean")),
+    "reward": ("held-out pairs ordered right (by labels, by gold)",
+               [("labels", "val_accuracy"), ("gold", "gold_pair_accuracy")], None),
+    "dpo": ("gold reward (held-out prompts)", [("", "gold_reward_mean")],
+            ("SFT", "sft_gold_reward_mean")),
+}
+
+
+def _get(metrics: dict, dotted: str):
+    group, key = dotted.split(".", 1)
+    return metrics[group][key]
+
+
+def _yours_vs_library_bars(ax, result, yours: dict | None, library: dict):
+    """The result panel: the start (if any), then the library's and your value of each key."""
+    title, keys, start = result
+    bars = [(start[0], library[start[1]], "0.8")] if start else []
+    for name, key in keys:
+        bars.append((f"library\n{name}".strip(), library[key], "0.45"))
+        if yours is not None:
+            bars.append((f"yours\n{name}".strip(), yours[key], "C1"))
+    ax.bar(range(len(bars)), [b[1] for b in bars], color=[b[2] for b in bars])
+    ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
+    for i, (_, value, _) in enumerate(bars):
+        ax.text(i, value, f"{value:+.2f}" if start else f"{value:.0%}", ha="center",
+                va="bottom" if value >= 0 else "top", fontsize=9)
+    if not start:  # accuracies
+        ax.axhline(0.5, ls=":", color="gray", label="chance")
+        ax.legend(fontsize=8, loc="lower right")
+        ax.set_ylim(0, 1.05)
+    else:
+        ax.margins(y=0.15)  # room for the numbers
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+
+
+def yours_vs_library(stage: str, yours: dict | None, library: dict, path=None, note=""):
+    """Your short run of a stage (orange) beside the library's run of the same configuration
+    and seed (grey): its curves, and the gold reward (or what stands for it) it ends with.
+    yours: None when your run did not happen (note says why)."""
+    curves, result = YOURS_CURVES[stage], YOURS_RESULT.get(stage)
+    fig, axes = plt.subplots(1, len(curves) + bool(result),
+                             figsize=(4.2 * (len(curves) + bool(result)), 3.5), squeeze=False)
+    runs = [("library (same short run)", library, dict(color="0.45", lw=2.2, alpha=0.8))]
+    if yours is not None:
+        runs.append(("yours", yours, dict(color="C1", lw=1.3)))
+    for ax, (title, x, y, smooth) in zip(axes[0], curves):
+        for label, metrics, style in runs:
+            values = _get(metrics, y)
+            ax.plot(_get(metrics, x), _smooth(values) if smooth else values,
+                    "-" if smooth else "o-", ms=3, label=label, **style)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("iteration" if x.startswith("curve") else "step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if result:
+        _yours_vs_library_bars(axes[0, -1], result, yours, library)
+    fig.suptitle(f"{stage}: your code against the library's, same short configuration and seed"
+                 + (f"\nyours {note}" if note else ""), fontsize=10)
     return _finish(fig, path)

@@ -1,18 +1,61 @@
 """Chapter 7: best-of-N's KL estimate on hand cases, Gao et al.'s curve fits on synthetic data,
-and a smoke run of the comparison with its sweep (frontier, over-optimisation, RLAIF) on a tiny
-pipeline."""
+and a smoke run of the comparison with its sweep (frontier, over-optimisation, RLAIF, and
+chapter 8's GRPO variants and reward sources) on a tiny pipeline."""
 
 import json
 import math
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from minialign import (bon, compare, dpo, experiments, ppo, preferences, pretrain, reward,
-                       sft)
+from minialign import (bon, compare, dpo, evaluate, experiments, grpo, ppo, preferences,
+                       pretrain, reward, sft, world)
 from minialign.__main__ import main as cli
 from minialign.evaluate import kl_best_of_n_bound
+
+
+# ==============================================================================================
+# error bars: standard errors over prompts, and the table that shows them
+
+
+def test_standard_error_by_hand():
+    assert evaluate.standard_error([1.0, 2.0, 3.0, 4.0]) == pytest.approx(math.sqrt(5 / 12))
+    assert evaluate.standard_error([0.7]) == 0.0  # one value: no spread to measure
+    assert evaluate.win_rate_se([1.0, 0.0], [0.0, 0.0]) == pytest.approx(0.25)  # 1, 0.5
+
+
+def test_error_bars_average_the_answers_to_one_prompt_first():
+    """3 prompts, 2 answers each: the standard errors are those of the 3 per-prompt means."""
+    tasks = [SimpleNamespace(prompt=p) for p in "aabbcc"]
+    ev = {"tasks": tasks, "gold": [1.0, 1.0, 0.5, 0.5, 0.0, 0.0],
+          "breakdown": [{"success": s} for s in (True, False, True, True, False, False)],
+          "kl_per_response": [2.0, 0.0, 1.0, 1.0, 3.0, 3.0]}
+    sft_like = {"gold": [0.0, 0.0, 0.5, 1.0, 0.0, 1.0]}
+    bars = evaluate.error_bars(ev, versus=sft_like)
+    # gold per prompt 1, 0.5, 0: sample variance 1/4, SE sqrt(1/4 / 3); over the 6 answers
+    # as if independent it would be sqrt(1/5 / 6), too small
+    assert bars["gold_reward_mean_se"] == pytest.approx(math.sqrt(1 / 12))
+    assert evaluate.standard_error(ev["gold"]) == pytest.approx(math.sqrt(1 / 30))
+    assert bars["task_success_rate_se"] == pytest.approx(math.sqrt(1 / 12))  # 0.5, 1, 0
+    assert bars["kl_to_ref_se"] == pytest.approx(2 / 3)  # 1, 1, 3: variance 4/3, / 3 prompts
+    # outcomes 1, 1 | .5, 0 | .5, 0 -> per prompt 1, .25, .25: variance 3/16, SE 1/4
+    assert bars["win_rate_vs_sft_se"] == pytest.approx(0.25)
+    no_kl = {k: v for k, v in ev.items() if k != "kl_per_response"}
+    assert set(evaluate.error_bars(no_kl)) == {"gold_reward_mean_se", "task_success_rate_se"}
+    with pytest.raises(ValueError):
+        evaluate.error_bars(ev, versus={"gold": [0.0]})  # not the same prompts
+
+
+def test_the_table_shows_each_mean_with_its_standard_error_where_it_has_one():
+    row = {"gold_reward_mean": 0.6222, "gold_reward_mean_se": 0.0301, "task_success_rate": 0.8,
+           "win_rate_vs_sft": 0.691, "win_rate_vs_sft_se": 0.028, "kl_to_sft": 1.27}
+    assert compare.plus_minus(row, "gold_reward_mean", "{:.3f}") == "0.622 ± 0.030"
+    assert compare.plus_minus(row, "win_rate_vs_sft", "{:.1%}") == "69.1% ± 2.8%"
+    assert compare.plus_minus(row, "task_success_rate", "{:.1%}") == "80.0%"  # none recorded
+    table = compare.markdown_table({"ppo": row})
+    assert "| PPO (RLHF) | 0.622 ± 0.030 | 80.0% | 69.1% ± 2.8% | 1.27 |" in table
 
 
 # ==============================================================================================
@@ -146,6 +189,7 @@ def run_dir(tmp_path_factory):
     preferences.train(preferences.PreferencesConfig.fast(n_prompts=64), run_dir, log=quiet)
     reward.train(reward.RewardConfig.fast(), run_dir, log=quiet)
     ppo.train(ppo.PPOConfig.fast(iterations=3, eval_interval=2), run_dir, log=quiet)
+    grpo.train(grpo.GRPOConfig.fast(iterations=3, eval_interval=100), run_dir, log=quiet)
     dpo.train(dpo.DPOConfig.fast(), run_dir, log=quiet)
     bon.train(bon.BoNConfig.fast(n_prompts=24), run_dir, log=quiet)
     return run_dir
@@ -153,9 +197,10 @@ def run_dir(tmp_path_factory):
 
 def test_compare_without_sweep_only_collects(run_dir):
     m = compare.train(compare.CompareConfig.fast(), run_dir, log=quiet)
-    assert set(m["rows"]) == {"pretrained", "sft", "bon", "ppo", "dpo"}
+    assert set(m["rows"]) == {"pretrained", "sft", "bon", "ppo", "grpo", "dpo"}
     assert "kl_estimate" in m["rows"]["bon"]
-    assert not any((run_dir / s).exists() for s in ("ppo_kl0.02", "reward_small", "reward_ai"))
+    assert not any((run_dir / s).exists() for s in ("ppo_kl0.02", "reward_small", "reward_ai",
+                                                     "grpo_verifier"))
 
     summary = compare.write_summary(run_dir, {}, 1.0, fast=True)
     pretrained_in = json.loads((run_dir / "pretrain" / "metrics.json").read_text())["precision"]
@@ -211,9 +256,46 @@ def test_compare_sweep_writes_its_stages_files_and_keys(run_dir):
     for lab in rl["labelers"].values():
         assert all(0 <= v <= 1 for v in lab["labels"].values())
 
+    # chapter 8: each GRPO variant changes its knobs of the grpo stage's config, nothing else
+    base = json.loads((run_dir / "grpo" / "metrics.json").read_text())["config"]
+    for stage, changes in experiments.GRPO_VARIANTS.items():
+        c = json.loads((run_dir / stage / "metrics.json").read_text())["config"]
+        changed = {k for k in c if c[k] != base[k]} - {"eval_interval"}
+        assert changed == set(changes) and all(c[k] == v for k, v in changes.items()), stage
+        assert c["iterations"] == 3  # from this folder's grpo stage
+    g = json.loads((run_dir / "compare" / "grpo.json").read_text())
+    assert set(g["runs"]) == {"grpo", *experiments.GRPO_VARIANTS}
+    for r in g["runs"].values():
+        assert r["length_first"] > 0 and r["length_last"] > 0
+        assert len(r["eval_length"]) == len(r["eval_iteration"]) >= 2
+    assert g["runs"]["grpo_verifier"]["reward_source"] == "verifier"
+    rs = g["reward_sources"]
+    assert list(rs["overall"]) == ["SFT", "PPO (reward model)", "GRPO, reward model",
+                                   "GRPO, verifier", "GRPO, gold"]
+    for name, fams in rs["per_family"].items():
+        assert list(fams) == world.FAMILIES
+        n = sum(f["n"] for f in fams.values())
+        assert n == rs["overall"][name]["n"] == len(world.default_world().tasks("eval"))
+        pooled = sum(fams[f]["success"] * fams[f]["n"] for f in world.VERIFIABLE)
+        assert rs["verifiable"][name]["success"] == pytest.approx(
+            pooled / sum(fams[f]["n"] for f in world.VERIFIABLE))
+    vs_ppo = rs["verifiable_vs_ppo"]
+    assert vs_ppo["PPO (reward model)"] == {"success_diff": 0.0, "success_diff_se": 0.0,
+                                            "gold_diff": 0.0, "gold_diff_se": 0.0}
+    assert vs_ppo["GRPO, verifier"]["success_diff"] == pytest.approx(
+        rs["verifiable"]["GRPO, verifier"]["success"] - rs["verifiable"]["PPO (reward model)"]
+        ["success"])
+    # GRPO's own row is its final evaluation, repeated: the same prompts, samples and seed
+    own = json.loads((run_dir / "grpo" / "metrics.json").read_text())
+    assert rs["overall"]["GRPO, reward model"]["gold"] == pytest.approx(own["gold_reward_mean"])
+    md = (run_dir / "compare" / "grpo.md").read_text()
+    assert "grpo_agg_token-mean" in md and "humor (no verifier)" in md
+    for name in ("grpo_length.png", "reward_sources.png", "reward_sources_training.png"):
+        assert (run_dir / "compare" / name).exists(), name
+
     # a second call finds every stage and the over-optimisation result: nothing retrained
     seconds = {s: json.loads((run_dir / s / "metrics.json").read_text())["seconds"]
-               for s in ("ppo_kl0.02", "reward_ai")}
+               for s in ("ppo_kl0.02", "reward_ai", "grpo_verifier")}
     compare.train(cfg, run_dir, log=quiet)
     assert seconds == {s: json.loads((run_dir / s / "metrics.json").read_text())["seconds"]
                        for s in seconds}

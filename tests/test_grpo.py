@@ -248,6 +248,15 @@ def test_without_updates_nothing_changes():
         assert abs(h["objective/kl"]) < 1e-5 and h["objective/k3"] < 1e-6
 
 
+def test_lengths_by_advantage_split_the_trained_answers_by_sign():
+    lengths = torch.tensor([4, 10, 6, 20])  # (B,) tokens per answer
+    advantages = torch.tensor([1.0, -1.0, 0.0, -0.5])  # the third: neither side
+    every = grpo.lengths_by_advantage(lengths, advantages, torch.arange(4))
+    assert every == {"response_length/adv_pos": 4.0, "response_length/adv_neg": 15.0}
+    kept = grpo.lengths_by_advantage(lengths, advantages, torch.tensor([0, 2]))  # rows trained on
+    assert kept == {"response_length/adv_pos": 4.0}  # no negative answer among them: no key
+
+
 def test_dynamic_sampling_drops_groups_with_equal_rewards():
     """A constant reward: every group has zero advantages, is dropped, and nothing is trained."""
     policy, ref, history = run(toy_cfg(iterations=2),
