@@ -16,7 +16,8 @@
   generation    tokens/s for 128 new tokens at batch 1 and batch 64, with and without the KV
                 cache, and the speed-up
   stages        wall time and peak memory of each stage, from DIR/summary.json when a full
-                run has written it
+                run has written it; and where each stage's time went (sampling, training,
+                evaluation, other: utils.TimeSplit), from its DIR/STAGE/metrics.json
 
 Writes DIR/bench.json and prints a table. Timings use time.perf_counter around whole loops,
 after warm-up, best of a few repeats (the minimum is the least disturbed by other processes).
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from . import pipeline
 from .model import GPT, GPTConfig
 from .pretrain import SIZES, PretrainConfig
 from .utils import autocast, make_optimizer, pick_device, read_json, use_bf16, write_json
@@ -185,6 +187,8 @@ def main(out_dir, fast: bool = False, device: str = "cpu", size: str = "default"
         summary = read_json(summary_path)
         result["stages_from"] = str(summary_path)
         result["stages"] = summary.get("stages", {})
+    # where each stage's time went (utils.TimeSplit), as its metrics.json recorded it
+    result["time_split"] = pipeline.time_splits(out_dir)
     write_json(result, Path(out_dir) / "bench.json")
 
     print(f"\nfp32 matmul peak            {peak:8.1f} GFLOP/s")
@@ -208,5 +212,10 @@ def main(out_dir, fast: bool = False, device: str = "cpu", size: str = "default"
         print(f"\nstages (from {summary_path}):")
         for name, s in result["stages"].items():
             print(f"  {name:10s} {s['seconds']:7.1f} s   peak memory {s['peak_memory_mb']:7.0f} MB")
+    if result["time_split"]:
+        from .compare import time_split_table
+
+        print(f"\nwhere the time of the stages in {out_dir} went:")
+        print("\n".join(time_split_table(result["time_split"])[2:]))
     print(f"\nwrote {Path(out_dir) / 'bench.json'}")
     return result

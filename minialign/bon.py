@@ -49,7 +49,7 @@ import torch
 
 from . import world as world_lib
 from .evaluate import TEMPERATURE, kl_best_of_n_bound
-from .utils import EVAL_SEED_OFFSET
+from .utils import EVAL_SEED_OFFSET, timed
 
 
 @dataclass
@@ -80,12 +80,23 @@ def best_of_n_distribution(probs, rewards, n):
     """The distribution of best-of-n sampling over a finite set of responses.
 
     probs: (K,) base probabilities of K distinct responses (summing to 1); rewards: (K,) their
-    rewards (distinct); n: samples drawn. The best of n draws is response i when all n draws
-    have reward <= r_i and not all have reward < r_i:
-        p_n(i) = F(r_i)^n - F_<(r_i)^n,  F(r) = P(reward <= r),  F_<(r) = P(reward < r).
-    Returns (K,) probabilities in the original order.
+    rewards (distinct, in any order); n >= 1: samples drawn. Returns (K,) probabilities, in
+    the original order of the responses, summing to 1; n = 1 gives probs back, and a large n
+    puts almost all the mass on the best response.
+
+    The idea: draw n responses independently from probs and keep the one with the highest
+    reward. That is response i exactly when all n draws score at most r_i, but not all of
+    them score below r_i; each of those two events is n independent draws landing in a set
+    whose probability sums the probs of the responses rewarded at most (below) r_i. The
+    notebook's section 2 gives the formula.
     """
     # >>> exercise: chapter=7 difficulty=2 minutes=20
+    # hint: sort the responses by reward (torch.argsort): in that order, a cumulative sum of
+    #       their probabilities is F(r_i) = P(reward <= r_i), and F minus the response's own
+    #       probability is F_<(r_i) = P(reward < r_i)
+    # hint: P(all n draws <= r_i) = F(r_i) ** n; write the result back in the original order
+    #       (out[order] = ...); clamp F_< at 0 against round-off
+    # hint: p_n(i) = F(r_i) ** n - F_<(r_i) ** n
     order = torch.argsort(rewards)  # ascending reward
     cdf = torch.cumsum(probs[order], dim=0)  # F at each response, in reward order
     below = cdf - probs[order]  # F_< : probability of a strictly lower reward
@@ -209,7 +220,9 @@ def sample_candidates(policy, tokenizer, tasks, n: int, max_new_tokens: int,
     g = torch.Generator().manual_seed(seed)
     flat = [t for t in tasks for _ in range(n)]
     prompts = [t.prompt for t in flat]
-    samples = evaluate.sample_responses(policy, tokenizer, prompts, max_new_tokens, temperature, g)
+    with timed("sampling"):  # (the stage's time split, utils.TimeSplit)
+        samples = evaluate.sample_responses(policy, tokenizer, prompts, max_new_tokens,
+                                            temperature, g)
     gold = evaluate.gold_breakdowns(flat, samples)
     logps = evaluate.response_logprobs(policy, tokenizer, prompts,
                                        [s["response_ids"] for s in samples], temperature)
@@ -231,7 +244,7 @@ def train(cfg: BoNConfig, out_dir: str | Path, device: str = "cpu", log=print,
     from . import evaluate
     from .reward import load_reward_model
     from .sft import load_model as load_sft
-    from .utils import pick_device, set_seed, timer
+    from .utils import pick_device, set_seed, time_as, timer
 
     out_dir = Path(out_dir)
     dev = pick_device(device)
@@ -241,6 +254,7 @@ def train(cfg: BoNConfig, out_dir: str | Path, device: str = "cpu", log=print,
         policy, tokenizer = load_sft(out_dir, dev)
         policy.eval()
         rm = load_reward_model(out_dir, dev, reward_stage)
+        time_as("evaluation")  # (the stage's time split: all but the candidates' sampling)
         tasks = held_out_tasks(cfg.n_prompts)
         n_max = max(cfg.ns)
         cands = sample_candidates(policy, tokenizer, tasks, n_max, cfg.max_new_tokens,
@@ -253,8 +267,13 @@ def train(cfg: BoNConfig, out_dir: str | Path, device: str = "cpu", log=print,
                                   len(tasks), cfg.ns)
         base = results[min(cfg.ns)]["gold"]  # N = 1 is the SFT policy itself
         for n, r in results.items():
-            r.update(evaluate.summarize(tasks, [gold[j] for j in r["chosen"]]))
+            picked = [gold[j] for j in r["chosen"]]
+            r.update(evaluate.summarize(tasks, picked))
             r["win_rate_vs_sft"] = evaluate.win_rate(r["gold"], base)
+            # gold_reward_mean_se, task_success_rate_se, win_rate_vs_sft_se: over the prompts
+            r.update(evaluate.error_bars({"tasks": tasks, "gold": r["gold"], "breakdown": picked},
+                                         versus={"gold": base}))
+        time_as("other")
 
     return report(cfg, out_dir / stage, stage, results, reward_stage, elapsed(), log)
 
@@ -271,13 +290,16 @@ def report(cfg: BoNConfig, stage_dir: Path, stage: str, results: dict, reward_st
     metrics = {
         "n": best_n,
         "gold_reward_mean": final["gold_reward_mean"],
+        "gold_reward_mean_se": final["gold_reward_mean_se"],
         "task_success_rate": final["task_success_rate"],
+        "task_success_rate_se": final["task_success_rate_se"],
         "proxy_reward_mean": final["proxy_reward_mean"],
         "kl_to_ref": final["kl_bound"],
         "kl_is_bound": True,
         "kl_estimate": final["kl_estimate"],
         "support_mass": final["support_mass"],
         "win_rate_vs_sft": final["win_rate_vs_sft"],
+        "win_rate_vs_sft_se": final["win_rate_vs_sft_se"],
         "per_family": final["per_family"],
         "by_n": {str(n): {k: v for k, v in r.items() if k not in ("gold", "chosen")}
                  for n, r in results.items()},

@@ -127,9 +127,40 @@ def standard_error(values) -> float:
 def win_rate_se(gold_a, gold_b) -> float:
     """Standard error of `win_rate(gold_a, gold_b)`: that of the mean of the per-prompt
     outcomes 1 (win), 0.5 (tie), 0 (loss)."""
+    return standard_error(win_outcomes(gold_a, gold_b))
+
+
+def win_outcomes(gold_a, gold_b) -> list[float]:
+    """1 where A's gold reward beats B's, 0.5 on a tie, 0 where it loses: win_rate is their mean."""
     win_rate(gold_a, gold_b)  # the same checks
-    return standard_error([1.0 if a > b else 0.5 if a == b else 0.0
-                           for a, b in zip(gold_a, gold_b)])
+    return [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(gold_a, gold_b)]
+
+
+def per_prompt_means(values, tasks) -> list[float]:
+    """The mean of `values` (one per response) over the responses to each prompt: the units
+    whose spread gives the standard error (two answers to one prompt are not independent)."""
+    groups = {}
+    for v, t in zip(values, tasks):
+        groups.setdefault(t.prompt, []).append(float(v))
+    return [sum(g) / len(g) for g in groups.values()]
+
+
+def error_bars(ev: dict, versus: dict | None = None, versus_name: str = "sft") -> dict:
+    """The standard errors (keys ending in _se) of the means of an evaluation (evaluate_policy's
+    result), over prompts: gold_reward_mean_se, task_success_rate_se, kl_to_ref_se where ev
+    holds "kl_per_response", and, given `versus` (another policy's evaluation on the same
+    prompts, in the same order), win_rate_vs_{versus_name}_se. A mean m with standard error s
+    is reported as m ± s: about two times in three the truth lies within one s."""
+    def se(values):
+        return standard_error(per_prompt_means(values, ev["tasks"]))
+
+    out = {"gold_reward_mean_se": se(ev["gold"]),
+           "task_success_rate_se": se([float(b["success"]) for b in ev["breakdown"]])}
+    if "kl_per_response" in ev:
+        out["kl_to_ref_se"] = se(ev["kl_per_response"])
+    if versus is not None:
+        out[f"win_rate_vs_{versus_name}_se"] = se(win_outcomes(ev["gold"], versus["gold"]))
+    return out
 
 
 def side_by_side(tasks, evals: dict, per_family: int = 2) -> list[dict]:

@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 
 from . import dist, tracking
-from .utils import fast_mode, peak_memory_mb, read_json, write_json
+from .utils import TimeSplit, fast_mode, peak_memory_mb, read_json, write_json
 
 # stage -> (module, config class, the stages whose results it reads)
 STAGES = {
@@ -109,23 +109,26 @@ def run(stage: str, out_dir, fast: bool = False, seed: int = 0, device: str = "c
     start = time.perf_counter()
     cfg = make_config(stage, fast, seed, precision, **(overrides or {}))
     (out_dir / stage / "stage.json").unlink(missing_ok=True)  # not up to date until it ends
+    split = TimeSplit()  # sampling / training / evaluation / other (utils.TimeSplit)
     if stage in DATA_PARALLEL or dist.is_main():
         if dist.is_main():
             tracking.begin(out_dir, stage)  # live curves for --log tensorboard (else a no-op)
         try:
-            metrics = module.train(cfg, out_dir, device=device,
-                                   log=log if dist.is_main() else _quiet)
+            with split:
+                metrics = module.train(cfg, out_dir, device=device,
+                                       log=log if dist.is_main() else _quiet)
         finally:
             tracking.end()
     else:
         metrics = {}
     record_impl(out_dir / stage / "metrics.json", metrics)
+    record_time_split(out_dir / stage / "metrics.json", metrics, split.seconds)
     if (out_dir / stage).is_dir():  # (a rank of a torchrun other than 0 writes nothing)
         write_json({**stage_inputs(out_dir, stage, cfg), "run_id": uuid.uuid4().hex},
                    out_dir / stage / "stage.json")
     if timings is not None:
         timings[stage] = {"seconds": time.perf_counter() - start,
-                          "peak_memory_mb": peak_memory_mb()}
+                          "peak_memory_mb": peak_memory_mb(), "split": dict(split.seconds)}
     dist.barrier()  # under torchrun: every rank waits for rank 0's files before going on
     return metrics
 
@@ -209,6 +212,28 @@ def record_impl(metrics_path: Path, metrics: dict) -> None:
     if impl.current() is not None and metrics_path.exists():
         metrics["impl"] = impl.current().record()
         write_json(metrics, metrics_path)
+
+
+def record_time_split(metrics_path: Path, metrics: dict, seconds: dict) -> None:
+    """Note in a stage's metrics where its time went ("time_split": seconds of sampling,
+    training, evaluation and other, utils.TimeSplit)."""
+    if metrics_path.exists() and dist.is_main():
+        metrics["time_split"] = dict(seconds)
+        write_json(metrics, metrics_path)
+
+
+def time_splits(out_dir) -> dict:
+    """{stage: its time split} of the stages of a run folder that recorded one, in pipeline
+    order (read from their metrics.json: a stage skipped as up to date keeps the split of the
+    run that trained it)."""
+    found = {}
+    for stage in STAGES:
+        path = Path(out_dir) / stage / "metrics.json"
+        if path.exists():
+            split = read_json(path).get("time_split")
+            if split:
+                found[stage] = split
+    return found
 
 
 def ensure(stage: str, out_dir=None, fast: bool | None = None, seed: int = 0,

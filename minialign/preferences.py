@@ -43,7 +43,7 @@ from . import world as world_lib
 from .evaluate import TEMPERATURE
 from .tokenizer import Tokenizer
 from .utils import (HELD_OUT_SEED_OFFSET, LABEL_SEED_OFFSET, pick_device, read_json,
-                    read_jsonl, right_pad, set_seed, timer, write_json, write_jsonl)
+                    read_jsonl, right_pad, set_seed, timed, timer, write_json, write_jsonl)
 
 
 @dataclass
@@ -299,13 +299,16 @@ def train(cfg: PreferencesConfig, out_dir: str | Path, device: str = "cpu", log=
         policy, tokenizer = load_sft(out_dir, dev)
         policy.eval()
         tasks = training_tasks(cfg, world)
-        cands = collect_candidates(policy, tokenizer, tasks, cfg.k, cfg.world_candidates,
-                                   cfg.max_new_tokens, cfg.seed, world, cfg.temperature)
+        with timed("sampling"):  # (the stage's time split, utils.TimeSplit)
+            cands = collect_candidates(policy, tokenizer, tasks, cfg.k, cfg.world_candidates,
+                                       cfg.max_new_tokens, cfg.seed, world, cfg.temperature)
         train_rankings = rank(cands, labeler, cfg.seed)
         # held out: the eval prompts, SFT samples only (the distribution RL will start from)
         held_out_seed = cfg.seed + HELD_OUT_SEED_OFFSET
-        val_cands = collect_candidates(policy, tokenizer, world.tasks("eval"), cfg.k, 0,
-                                       cfg.max_new_tokens, held_out_seed, world, cfg.temperature)
+        with timed("sampling"):
+            val_cands = collect_candidates(policy, tokenizer, world.tasks("eval"), cfg.k, 0,
+                                           cfg.max_new_tokens, held_out_seed, world,
+                                           cfg.temperature)
         val_rankings = rank(val_cands, labeler, held_out_seed)
         write_rankings(train_rankings, stage_dir / "train.jsonl")
         write_rankings(val_rankings, stage_dir / "val.jsonl")

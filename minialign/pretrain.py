@@ -28,8 +28,8 @@ from . import world as world_lib
 from .model import GPT, GPTConfig, check_same_config
 from .tokenizer import Tokenizer
 from .utils import (autocast, check_precision, cosine_lr, load_checkpoint, make_optimizer,
-                    pick_device, progress, save_checkpoint, set_seed, timer, use_bf16,
-                    write_json)
+                    pick_device, progress, save_checkpoint, set_seed, time_as, timed, timer,
+                    use_bf16, write_json)
 
 
 # `--size`: the model's shape. "default" is the CPU size (PretrainConfig's own fields).
@@ -226,6 +226,7 @@ def train(cfg: PretrainConfig, out_dir: str | Path, device: str = "cpu", resume:
         forward_context = partial(autocast, dev, bf16)  # bf16 mixed precision, or nothing
         model.train()
         train_seconds = 0.0
+        time_as("training")  # (the stage's time split, utils.TimeSplit)
         bar = progress(range(start_step, cfg.max_steps), desc="pretrain", initial=start_step,
                        total=cfg.max_steps)
         for step in bar:
@@ -260,7 +261,8 @@ def train(cfg: PretrainConfig, out_dir: str | Path, device: str = "cpu", resume:
             bar.set_postfix(loss=f"{loss_value:.3f}")
             last = step == cfg.max_steps - 1
             if ((step + 1) % cfg.eval_interval == 0 or last) and dist.is_main():
-                val_loss = estimate_loss(model, val_stream, cfg, dev)
+                with timed("evaluation"):
+                    val_loss = estimate_loss(model, val_stream, cfg, dev)
                 history["val_step"].append(step + 1)
                 history["val_loss"].append(val_loss)
                 tracking.log({"eval/loss": val_loss}, step + 1)
@@ -271,11 +273,14 @@ def train(cfg: PretrainConfig, out_dir: str | Path, device: str = "cpu", resume:
                         history=history, step=step + 1, generator=g.get_state(), done=False),
                         ckpt_path)
         bar.close()
+        time_as("other")
         total_seconds = elapsed()
     if not dist.is_main():  # plumbing: rank 0 evaluates and writes; the others are done
         return {"world_size": dist.world_size()}
 
     steps_run = cfg.max_steps - start_step
+    with timed("evaluation"):
+        samples = sample_continuations(model, tokenizer, dev, seed=cfg.seed)
     metrics = {
         "val_loss": history["val_loss"][-1],
         "train_loss": sum(history["train_loss"][-20:]) / len(history["train_loss"][-20:]),
@@ -288,7 +293,7 @@ def train(cfg: PretrainConfig, out_dir: str | Path, device: str = "cpu", resume:
         "n_params": model.num_params(),
         "seconds": total_seconds,
         "data_seconds": data_seconds,
-        "samples": sample_continuations(model, tokenizer, dev, seed=cfg.seed),
+        "samples": samples,
         "config": asdict(cfg),
         "history": history,
     }

@@ -33,8 +33,8 @@ from .evaluate import TEMPERATURE
 from .model import GPT
 from .tokenizer import Tokenizer
 from .utils import (cosine_lr, length_grouped_batches, load_stage_model,
-                    make_optimizer, pick_device, progress, save_checkpoint, set_seed, timer,
-                    write_json)
+                    make_optimizer, pick_device, progress, save_checkpoint, set_seed, time_as,
+                    timed, timer, write_json)
 
 IGNORE = -100  # label value that F.cross_entropy skips
 
@@ -89,13 +89,24 @@ def build_example(tokenizer: Tokenizer, prompt: str, response: str):
 
 
 def sft_loss(logits, labels):
-    """Mean next-token cross-entropy over the positions whose label is not -100.
+    """Mean next-token cross-entropy over the tokens whose label is not -100.
 
     logits: (B, T, V) from input_ids; labels: (B, T) aligned with input_ids (as built by
-    `build_example`, -100 on prompt and padding). The logits at position t predict the token at
-    t + 1, so compare logits[:, :-1] with labels[:, 1:]. Returns a scalar.
+    `build_example`, -100 on prompt and padding). Returns a 0-dim tensor in the graph (the
+    loss is differentiated).
+
+    The idea: pretraining's loss, restricted to the response. A causal model's logits at
+    position t are its prediction of the *next* token, so they are scored against the label
+    one position later, and the last position predicts nothing in the chat. Every scored token
+    counts once in one mean over the batch (not a mean per chat, then over chats); a label of
+    -100 counts nowhere, neither in the sum nor in the count.
     """
     # >>> exercise: chapter=3 difficulty=2 minutes=15
+    # hint: shift by one: the predictions are logits[:, :-1], their targets labels[:, 1:]
+    # hint: F.cross_entropy takes (N, V) logits and (N,) targets: flatten both with reshape;
+    #       its ignore_index=-100 leaves those targets out of the sum and of the count
+    # hint: F.cross_entropy(logits[:, :-1].reshape(-1, V), labels[:, 1:].reshape(-1),
+    #       ignore_index=-100)
     pred = logits[:, :-1, :]  # (B, T-1, V): the prediction made at each position
     target = labels[:, 1:]  # (B, T-1): the token that follows it
     return F.cross_entropy(pred.reshape(-1, pred.size(-1)), target.reshape(-1),
@@ -209,8 +220,10 @@ def train(cfg: SFTConfig, out_dir: str | Path, device: str = "cpu", log=print) -
         ddp_model = dist.wrap(model)  # plumbing: DDP under torchrun, the model itself otherwise
         history = {"step": [], "train_loss": [], "val_step": [], "val_loss": []}
         history["val_step"].append(0)
-        history["val_loss"].append(validation_loss(model, val, tokenizer.pad_id,
-                                                   cfg.batch_size, dev))
+        with timed("evaluation"):
+            history["val_loss"].append(validation_loss(model, val, tokenizer.pad_id,
+                                                       cfg.batch_size, dev))
+        time_as("training")  # (the stage's time split, utils.TimeSplit)
         order_rng = random.Random(cfg.seed)
         model.train()
         step = 0
@@ -253,16 +266,19 @@ def train(cfg: SFTConfig, out_dir: str | Path, device: str = "cpu", log=print) -
                 step += 1
             if dist.is_main():  # rank 0 evaluates
                 history["val_step"].append(step)
-                history["val_loss"].append(validation_loss(model, val, tokenizer.pad_id,
-                                                           cfg.batch_size, dev))
+                with timed("evaluation"):
+                    history["val_loss"].append(validation_loss(model, val, tokenizer.pad_id,
+                                                               cfg.batch_size, dev))
                 tracking.log({"eval/loss": history["val_loss"][-1]}, step)
         bar.close()
+        time_as("other")
         train_seconds = elapsed()
         if not dist.is_main():  # plumbing: rank 0 evaluates and writes; the others are done
             return {"world_size": dist.world_size()}
         save_checkpoint(model.checkpoint(train_config=asdict(cfg)), stage_dir / "model.pt")
 
         # evaluation: the SFT model and the pretrained model on the same held-out prompts
+        time_as("evaluation")
         tasks = world.tasks("eval")
         kw = dict(n_samples=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
                   temperature=cfg.temperature)
@@ -270,14 +286,18 @@ def train(cfg: SFTConfig, out_dir: str | Path, device: str = "cpu", log=print) -
         pretrained, _ = load_model(out_dir, dev)
         pre_eval = evaluate.evaluate_policy(pretrained, tokenizer, tasks, **kw)
         win = evaluate.win_rate(sft_eval["gold"], pre_eval["gold"])
+        time_as("other")
 
     metrics = {
         "gold_reward_mean": sft_eval["gold_reward_mean"],
         "task_success_rate": sft_eval["task_success_rate"],
+        # gold_reward_mean_se, task_success_rate_se, win_rate_vs_pretrained_se
+        **evaluate.error_bars(sft_eval, versus=pre_eval, versus_name="pretrained"),
         "end_rate": sft_eval["end_rate"],
         "per_family": sft_eval["per_family"],
         "pretrained_gold_reward_mean": pre_eval["gold_reward_mean"],
         "pretrained_task_success_rate": pre_eval["task_success_rate"],
+        **{f"pretrained_{k}": v for k, v in evaluate.error_bars(pre_eval).items()},
         "pretrained_end_rate": pre_eval["end_rate"],
         "pretrained_per_family": pre_eval["per_family"],
         "win_rate_vs_pretrained": win,

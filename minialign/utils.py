@@ -211,6 +211,72 @@ def timer():
         end = time.perf_counter()
 
 
+class TimeSplit:
+    """Where a stage's seconds go: "sampling" (generating responses to learn from: PPO's and
+    GRPO's rollouts, the preference candidates, best-of-N's candidates), "training" (forward,
+    backward and optimizer steps, the scoring passes of the RL loops included), "evaluation"
+    (sampling on held-out prompts, gold and proxy scoring, validation losses) and "other"
+    (loading, data, checkpoints, figures: whatever no category claimed).
+
+        with TimeSplit() as split:        # (the pipeline opens one around each stage)
+            ...                           # the stage's code: time_as / timed, at any depth
+        split.seconds                     # {"sampling": s, "training": s, "evaluation": s, "other": s}
+
+    A lap timer with one lane running at a time: `time_as("training")` sends the time from
+    there on to training, `with timed("evaluation"):` sends a block's time to evaluation and
+    then goes back to the lane that ran before (so PPO's evaluations, run from inside its
+    training loop, count as evaluation only). With no TimeSplit open both do nothing.
+    """
+
+    CATEGORIES = ("sampling", "training", "evaluation", "other")
+    _open: list["TimeSplit"] = []  # the splits opened and not yet closed (the last one counts)
+
+    def __init__(self, clock=time.perf_counter):
+        self.clock = clock
+        self.seconds = {c: 0.0 for c in self.CATEGORIES}
+        self.lane, self.since = "other", None
+
+    def switch(self, category: str) -> str:
+        """Charge the time since the last switch to the running lane, run `category` from now;
+        returns the lane that was running."""
+        if category not in self.seconds:
+            raise ValueError(f"category must be one of {self.CATEGORIES}, got {category!r}")
+        now = self.clock()
+        self.seconds[self.lane] += now - self.since
+        previous, self.lane, self.since = self.lane, category, now
+        return previous
+
+    def __enter__(self) -> "TimeSplit":
+        self.since = self.clock()
+        TimeSplit._open.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.switch("other")
+        TimeSplit._open.remove(self)
+
+
+def time_as(category: str) -> None:
+    """From here on, the open TimeSplit's time counts as `category` (until the next switch)."""
+    if TimeSplit._open:
+        TimeSplit._open[-1].switch(category)
+
+
+@contextmanager
+def timed(category: str):
+    """The block's time counts as `category` in the open TimeSplit, then the lane that ran
+    before it runs again."""
+    if not TimeSplit._open:
+        yield
+        return
+    split = TimeSplit._open[-1]
+    previous = split.switch(category)
+    try:
+        yield
+    finally:
+        split.switch(previous)
+
+
 def peak_memory_mb() -> float:
     """Peak resident memory of this process so far, in MB (ru_maxrss is KB on Linux, B on macOS)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from minialign import pipeline, ppo
+from minialign import compare, pipeline, ppo
 from minialign.__main__ import main as cli
+from minialign.utils import TimeSplit, time_as, timed
 
 
 def test_precision_reaches_the_configs_that_have_it_and_only_those():
@@ -23,6 +24,41 @@ def test_a_bad_precision_is_refused_with_a_clear_error(capsys):
     assert "invalid choice: 'fp16'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="precision must be"):
         pipeline.make_config("pretrain", fast=True, precision="fp16")
+
+
+# ==============================================================================================
+# where the time goes
+
+
+def test_time_split_charges_each_lane_and_a_nested_block_to_its_own_category():
+    now = [0.0]
+
+    def tick(seconds):
+        now[0] += seconds
+
+    with TimeSplit(clock=lambda: now[0]) as split:
+        tick(1)  # nothing claimed it: other
+        time_as("training")
+        tick(2)
+        with timed("sampling"):  # a rollout inside the training loop
+            tick(3)
+        tick(4)  # training again
+        with timed("evaluation"):
+            tick(5)
+            with timed("sampling"):
+                tick(6)
+            tick(7)  # evaluation again
+        tick(8)  # training again
+        time_as("other")
+        tick(9)
+    assert split.seconds == {"sampling": 9, "training": 14, "evaluation": 12, "other": 10}
+    time_as("training")  # with no split open: nothing to charge, no error
+    with timed("evaluation"):
+        pass
+    assert split.seconds["training"] == 14
+    with pytest.raises(ValueError, match="category"):
+        with TimeSplit():
+            time_as("thinking")
 
 
 # ==============================================================================================
@@ -74,8 +110,25 @@ def test_an_interrupted_pipeline_reruns_only_the_interrupted_stage_and_after(
     printed = capsys.readouterr().out
     for stage in ("pretrain", "sft", "preferences", "reward"):
         assert f"== {stage}: up to date" in printed
-    assert json.loads((out / "summary.json").read_text())["skipped"] == [
-        "pretrain", "sft", "preferences", "reward"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped"] == ["pretrain", "sft", "preferences", "reward"]
+    # where the time went: every stage's split, the skipped ones' from the run that trained them
+    assert set(summary["time_split"]) == set(pipeline.ORDER)
+    ppo_run = summary["stages"]["ppo"]
+    assert sum(ppo_run["split"].values()) == pytest.approx(ppo_run["seconds"], rel=0.1, abs=1.0)
+    assert all(ppo_run["split"][c] > 0 for c in ("sampling", "training", "evaluation"))
+    assert summary["time_split"]["preferences"]["sampling"] > 0
+    assert json.loads((out / "ppo" / "metrics.json").read_text())["time_split"] == \
+        ppo_run["split"]
+    # error bars: the gold reward of every policy, and every win rate but SFT's own 50%
+    md = (out / "summary.md").read_text()
+    rows = [line.split(" | ") for line in md.splitlines()
+            if line.startswith(tuple(f"| {label}" for label in compare.LABELS.values()))]
+    assert len(rows) == len(compare.METHODS)
+    for name, gold, success, win, kl in rows:
+        assert "±" in gold and "±" in success, name
+        assert "±" in win or name == "| SFT", name
+    assert "| all |" in md  # the time split's table
 
     # a third run has nothing to do; --force retrains a stage and everything that reads it
     assert cli(["--fast", "--out", str(out), "--force", "bon"]) == 0
