@@ -1,6 +1,6 @@
 """Chapter 5 · RLHF with PPO — exercises.
 
-Version 3 of the minialign exercise set.
+Version 4 of the minialign exercise set.
 
 Write the body of each function below that raises NotImplementedError (keep its
 signature), then answer the concept questions in ANSWERS at the end of the file.
@@ -11,10 +11,20 @@ signature), then answer the concept questions in ANSWERS at the end of the file.
     ch05.policy_loss                  difficulty ★★☆  about 15 min
     ch05.value_loss                   difficulty ★☆☆  about 10 min
     ch05.AdaptiveKLController.update  difficulty ★☆☆  about 10 min
+    ch05.score_rollout                difficulty ★★☆  about 15 min
+    ch05.ppo_update                   difficulty ★★★  about 30 min
+
+Capstone ch05.ppo_capstone (your PPO trains a policy). Your PPO: the library's loop
+(`ppo.ppo_loop`) with every chapter-5 function you wrote trains the course's starting policy for
+20 iterations of 32 rollouts against the world's gold reward. Passes when the trained policy's
+mean gold reward on the 270 held-out prompts (2 answers each) beats the starting policy's by at
+least 0.30 (a working PPO gains about 0.6).
 
 Check your work:
     python -m minialign.grade --impl exercises --chapter 5
 or, in a notebook:  from minialign.course import check; check(5)
+Stuck? `--hints 1` (or `check(5, hints=1)`) adds a first hint for each exercise not passed;
+`--hints 2`, 3, ... more, down to the formula.
 
 Then train with your own code (what you have not written yet comes from the library):
     python -m minialign ppo --impl exercises
@@ -30,7 +40,7 @@ from __future__ import annotations
 
 import torch
 
-from minialign.ppo import masked_mean
+from minialign.ppo import masked_mean, record_minibatch, score_responses, take
 
 
 def kl_penalized_rewards(scores, logprobs, ref_logprobs, mask, kl_coef):
@@ -38,9 +48,16 @@ def kl_penalized_rewards(scores, logprobs, ref_logprobs, mask, kl_coef):
 
     scores: (B,) reward-model score of each response; logprobs, ref_logprobs: (B, T) log-prob
     of each response token under the policy that sampled it and under the reference; mask:
-    (B, T) 1 on response tokens, 0 on padding. Returns rewards (B, T):
-        r_t = -kl_coef * (logprobs_t - ref_logprobs_t)  on response tokens,
-        plus scores[b] added at the last response token of row b, 0 on padding.
+    (B, T) 1 on response tokens, 0 on padding (0/1 float or bool); padding entries of the
+    log-probs hold junk. kl_coef: beta, the price of one nat of KL. Returns rewards (B, T),
+    in the dtype of the log-probs.
+
+    The idea: each response token is charged kl_coef for every nat by which the policy's
+    log-prob of it exceeds the reference's (a one-sample estimate of the KL; a token the
+    policy finds less likely than the reference earns a small bonus), and the response's
+    score is paid once, at its last response token. Padding gets 0, and so does every token of
+    a row that has no response token at all (no score anywhere). The notebook's section 1
+    gives the formula.
     """
     # exercise ch05.kl_penalized_rewards · difficulty ★★☆ · about 15 minutes
     raise NotImplementedError("exercise ch05.kl_penalized_rewards: write this body")
@@ -49,12 +66,20 @@ def kl_penalized_rewards(scores, logprobs, ref_logprobs, mask, kl_coef):
 def compute_gae(rewards, values, mask, gamma=1.0, lam=0.95):
     """Generalised advantage estimation (Schulman et al. 2016) over response tokens.
 
-    rewards, values, mask: (B, T). Padding entries (mask 0) are ignored, whatever they hold:
-    the value after the last response token is 0.
-        delta_t = r_t + gamma * V_{t+1} - V_t
-        A_t     = delta_t + gamma * lam * A_{t+1}
-        R_t     = A_t + V_t          (the returns: targets for the value function)
-    Returns (advantages, returns), both (B, T) and 0 on padding. Nothing is whitened here.
+    rewards, values, mask: (B, T), right-padded rows: each row's response tokens (mask 1, 0/1
+    float or bool) come first, then padding (mask 0), whose rewards and values hold junk and
+    must change nothing. gamma: the discount per token; lam: GAE's lambda, in [0, 1].
+    Returns (advantages, returns), both (B, T) like rewards and 0 on padding. Nothing is
+    whitened here.
+
+    The idea: the advantage of a token says how much better the rest of the response went
+    than the value function expected at that token. The one-step estimate (lam = 0) is the
+    token's TD error: its reward plus the (discounted) value of the next state, minus its own
+    value; the Monte-Carlo one (lam = 1) is every later reward minus its own value. GAE blends
+    them: the TD errors of later tokens count too, weighing a factor gamma * lam less per
+    step. The episode ends with the response: the value after its last token is 0. The
+    returns, advantage plus value, are the targets of the value function. The notebook's
+    section 3 gives the formulas.
     """
     # exercise ch05.compute_gae · difficulty ★★★ · about 25 minutes
     raise NotImplementedError("exercise ch05.compute_gae: write this body")
@@ -74,11 +99,20 @@ def whiten(x, mask, shift_mean=True):
 def policy_loss(logprobs, old_logprobs, advantages, mask, cliprange=0.2):
     """PPO's clipped surrogate loss and the fraction of tokens where the clip was active.
 
-    logprobs: (B, T) under the policy being trained; old_logprobs: (B, T) under the policy
-    that sampled the rollout; advantages: (B, T); mask: (B, T).
-        ratio = exp(logprobs - old_logprobs)
-        loss  = masked mean of max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps))
-    clipfrac = masked mean of 1[the clipped term is the larger]. Returns (loss, clipfrac).
+    logprobs: (B, T) under the policy being trained (the loss is differentiated through
+    them); old_logprobs: (B, T) under the policy that sampled the rollout; advantages: (B, T);
+    mask: (B, T), 1 on response tokens (0/1 float or bool); padding entries of the other
+    inputs hold junk. cliprange: eps, the half-width of the trust region of the ratio.
+    Returns (loss, clipfrac), both 0-dim tensors, means over the response tokens only.
+
+    The idea: the ratio pi / pi_old of each token (1 where the policy has not moved) weights
+    its advantage: minimising the loss makes good tokens likelier and bad ones less likely.
+    The clip takes the incentive away once the ratio has moved more than eps from 1 in the
+    direction the advantage asks for: of the unclipped and the clipped loss of a token, the
+    loss keeps the pessimistic one (the larger), so a move in the wrong direction is never
+    clipped away. clipfrac is the share of response tokens where the clipped loss is strictly
+    the larger. On the first minibatch every ratio is 1: the loss is minus the mean advantage
+    and clipfrac is 0. The notebook's section 5 gives the formula.
     """
     # exercise ch05.policy_loss · difficulty ★★☆ · about 15 minutes
     raise NotImplementedError("exercise ch05.policy_loss: write this body")
@@ -105,6 +139,64 @@ class AdaptiveKLController:
         Returns the new beta (also kept in self.value)."""
         # exercise ch05.AdaptiveKLController.update · difficulty ★☆☆ · about 10 minutes
         raise NotImplementedError("exercise ch05.AdaptiveKLController.update: write this body")
+
+
+def score_rollout(policy, ref, ro, scores, kl_coef, temperature):
+    """Score a rollout before learning from it: what the policy that sampled it and the frozen
+    reference say about each response token, and the per-token rewards PPO maximises.
+
+    policy: the PolicyWithValueHead that sampled `ro`; `score_responses(policy, ro,
+    temperature)` gives its log-probs, entropy and values of the response tokens, each (B, R).
+    ref: the reference, a GPT (`score_responses` gives its log-probs; its values are None).
+    ro: the Rollout, B responses of R tokens (ro.mask: (B, R), 1 on response tokens).
+    scores: (B,) the score of each response (the reward model's, less the penalty of a
+    response that never ended). kl_coef: beta, the penalty per nat of KL. temperature: the one
+    the responses were sampled at (the log-probs are those of logits / temperature).
+    Returns (logprobs, ref_logprobs, values, rewards, entropy), each (B, R): the policy's and
+    the reference's log-probs, the policy's values, the rewards as `kl_penalized_rewards`
+    makes them from the scores and the two log-probs, and the policy's entropy (logged only).
+
+    The idea: these are the numbers of the policy *before* the update (log pi_old, V_old) and of
+    the reference: constants that the update compares against, so no autograd graph is
+    recorded for them. Edge cases: either model may arrive in training mode; score both with
+    dropout off (eval mode), or log pi_old would be one random draw of dropout masks and the
+    ratio of the update would not start at 1.
+    """
+    # exercise ch05.score_rollout · difficulty ★★☆ · about 15 minutes
+    raise NotImplementedError("exercise ch05.score_rollout: write this body")
+
+
+def ppo_update(policy, optimizer, ro, logprobs, values, advantages, returns, cfg, generator,
+               grad_clip) -> dict:
+    """The learning phase of one PPO iteration: cfg.ppo_epochs passes over the rollout's B
+    responses in shuffled minibatches, one optimizer step per minibatch.
+
+    policy: the PolicyWithValueHead that sampled `ro`; `score_responses(policy, mb,
+    temperature)` gives (logprobs, entropy, values) of a minibatch `mb`, in the graph.
+    optimizer: an AdamW over the policy's parameters (`ppo_optimizer`: the trunk and the value
+    head in two groups, each at its own learning rate, to be left as they are).
+    ro: the Rollout, B responses of R tokens (ro.mask: (B, R)). logprobs, values: (B, R) the
+    policy's before the update (`score_rollout`); advantages (whitened) and returns: (B, R)
+    from `compute_gae`. cfg: a PPOConfig (ppo_epochs, minibatch_size, cliprange, clip_value,
+    cliprange_value, temperature). generator: the torch.Generator that shuffles. grad_clip:
+    the largest norm allowed for the gradient of all the policy's parameters together.
+    Each epoch draws an order `torch.randperm(B, generator=generator)` and cuts it into
+    minibatches of cfg.minibatch_size responses, in that order; `take(ro, idx)` gives the
+    minibatch's rollouts trimmed to their longest response, R' tokens (slice the (B, R) tensors
+    alike: [idx, :R']). Its loss is `policy_loss` plus the value loss: `value_loss`, or
+    0.5 * the masked mean of (V - returns)^2 when cfg.clip_value is off.
+    Returns {name: one float per minibatch, in order}, as `record_minibatch(stats, ...)` appends
+    them (call it once per minibatch, stats = {} at the start).
+
+    The idea: several gradient steps on one batch of experience, made safe by the clip: once a
+    token's ratio pi / pi_old has left [1 - eps, 1 + eps] in the direction its advantage
+    pushes, it stops pulling. Edge cases: `.grad` holds the previous minibatch's gradients;
+    the policy may arrive in training mode, but it learns with dropout off, as it was scored
+    (the ratio of the first minibatch is exactly 1); `logprobs` and `values` are the rollout's,
+    the same in every epoch; the losses are means over response tokens, never padding.
+    """
+    # exercise ch05.ppo_update · difficulty ★★★ · about 30 minutes
+    raise NotImplementedError("exercise ch05.ppo_update: write this body")
 
 
 # ==============================================================================================
@@ -143,9 +235,47 @@ class AdaptiveKLController:
 #            during earlier iterations.
 #         d) It depends on the advantages: tokens with a positive advantage have a ratio above
 #            1.
+#
+# q5.4  After PPO with a weak KL penalty, the policy answers 'what color is chocolate?' with
+#       'that is un lit in french.'. The reward model scores this answer +1.85 (well above the
+#       average SFT answer); the gold reward gives it 0. What went wrong, and what helps?
+#         a) The value function diverged and its advantages point the wrong way: a lower
+#            learning rate for the critic fixes it.
+#         b) PPO has not converged yet: more iterations at the same KL coefficient will bring
+#            the policy to the right answer.
+#         c) The gold reward is too strict: the answer is fluent and well formed, and a score of
+#            +1.85 is evidence that it is good.
+#         d) Reward hacking: PPO found an answer the reward model over-rates without reading the
+#            prompt; a tighter KL leash or labels on such answers help.
+#
+# q5.5  In a PPO run the mean response length falls from 26 tokens at the first iteration to 18
+#       at the last, although the labelers behind the reward model value every extra word at
+#       +0.01. What is the best explanation?
+#         a) The KL penalty is charged on every token, so every token costs reward, and the
+#            shortest answers pay the least.
+#         b) The extra words of SFT answers are mostly filler and rude remarks, which the labels
+#            (so the reward model) rate down by far more.
+#         c) The missing-end penalty makes long answers risky: the policy shortens them to end
+#            before the token budget runs out.
+#         d) Whitening the advantages removes any reward for length: once the mean is
+#            subtracted, extra words gain nothing.
+#
+# q5.6  During a PPO run the logged KL to the reference (objective/kl) turns negative and keeps
+#       falling, while the reward model's score rises. What is the likely cause?
+#         a) Rollouts use top-k or top-p: the tokens do not come from the distribution whose
+#            log-probs are compared.
+#         b) Nothing is wrong: a negative KL means that the policy has come closer to the
+#            reference than it was at the start of training.
+#         c) The KL coefficient is too large: it pushes the policy past the reference, to the
+#            other side of it.
+#         d) Sampling noise: the estimate log pi - log pi_ref is unbiased, so a negative average
+#            is chance, and more rollouts per batch would remove it.
 
 ANSWERS = {
     "q5.1": None,  # one letter: a, b, c or d
     "q5.2": None,  # one letter: a, b, c or d
     "q5.3": None,  # one letter: a, b, c or d
+    "q5.4": None,  # one letter: a, b, c or d
+    "q5.5": None,  # one letter: a, b, c or d
+    "q5.6": None,  # one letter: a, b, c or d
 }

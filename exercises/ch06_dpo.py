@@ -1,6 +1,6 @@
 """Chapter 6 · Direct preference optimisation — exercises.
 
-Version 3 of the minialign exercise set.
+Version 4 of the minialign exercise set.
 
 Write the body of each function below that raises NotImplementedError (keep its
 signature), then answer the concept questions in ANSWERS at the end of the file.
@@ -8,10 +8,19 @@ signature), then answer the concept questions in ANSWERS at the end of the file.
     ch06.sequence_logprobs  difficulty ★☆☆  about 10 min
     ch06.implicit_rewards   difficulty ★☆☆  about 5 min
     ch06.dpo_loss           difficulty ★★☆  about 15 min
+    ch06.dpo_step           difficulty ★★☆  about 25 min
+
+Capstone ch06.dpo_capstone (your DPO trains a policy). Your DPO: the library's loop (`dpo.fit`)
+with every chapter-6 function you wrote trains the course's starting policy on 960 preference
+pairs (two contractor answers to a prompt, the one with the higher gold reward chosen), one pass
+of 60 steps. Passes when the trained policy's mean gold reward on the 270 held-out prompts (2
+answers each) beats the starting policy's by at least 0.20 (a working DPO gains about 0.4).
 
 Check your work:
     python -m minialign.grade --impl exercises --chapter 6
 or, in a notebook:  from minialign.course import check; check(6)
+Stuck? `--hints 1` (or `check(6, hints=1)`) adds a first hint for each exercise not passed;
+`--hints 2`, 3, ... more, down to the formula.
 
 Then train with your own code (what you have not written yet comes from the library):
     python -m minialign dpo --impl exercises
@@ -25,6 +34,7 @@ Generated from the library by `python -m minialign.course build`. This file is y
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 
 from minialign.model import gather_logprobs
@@ -54,15 +64,53 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
     """Per-pair DPO (or IPO) losses and the implicit rewards of both responses.
 
     All inputs (B,): sequence log-probs (sums over response tokens) of the chosen and rejected
-    responses under the policy and the frozen reference.
-        h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
-        sigmoid: loss = -log sigmoid(beta * h)
-        ipo:     loss = (h - 1 / (2 * beta)) ** 2
-    Returns (losses (B,), chosen_rewards (B,), rejected_rewards (B,)), the rewards from
-    `implicit_rewards` (detached). The reference terms carry no gradient.
+    responses under the policy and the frozen reference. beta > 0; loss_type "sigmoid" (DPO)
+    or "ipo" (another: ValueError). Returns (losses (B,), chosen_rewards (B,),
+    rejected_rewards (B,)): one loss per pair (no mean), differentiable with respect to the
+    policy's log-probs and never the reference's (even when those require grad), and the
+    implicit rewards of both responses from `implicit_rewards` (detached).
+
+    The idea: the policy's log-ratio to the reference, log pi - log pi_ref, is what it has
+    learned about a response; the margin of a pair is the chosen response's log-ratio minus
+    the rejected one's. DPO charges the margin, scaled by beta, the Bradley-Terry loss of
+    chapter 4 (ln 2 when the policy is the reference; finite for margins in the thousands, as
+    long responses give); IPO instead regresses the margin onto a finite target that shrinks
+    as beta grows, with a squared error. The notebook's section 2 gives both formulas.
     """
     # exercise ch06.dpo_loss · difficulty ★★☆ · about 15 minutes
     raise NotImplementedError("exercise ch06.dpo_loss: write this body")
+
+
+def dpo_step(policy, optimizer, ids, padding_mask, response_mask, ref_chosen_logps,
+             ref_rejected_logps, beta, temperature, loss_type, lr, grad_clip):
+    """One DPO update of the policy on a batch of B preference pairs.
+
+    policy: a GPT; `policy(ids, padding_mask=padding_mask)` returns (logits (2B, T, V), None).
+    optimizer: an AdamW over the policy's parameters (two parameter groups).
+    ids, padding_mask, response_mask: (2B, T) as `encode_pairs` makes them: the B chosen
+    responses' rows first, then the B rejected ones in the same order, right-padded;
+    response_mask marks the tokens to score (each response and its <|end|>), aligned with ids:
+    the token at t is scored by the logits at t - 1.
+    ref_chosen_logps, ref_rejected_logps: (B,) the frozen reference's log-probs of the same
+    responses, computed once before training (no gradient) by `model.logprobs_of_responses`
+    at the same temperature.
+    beta, loss_type: as `dpo_loss` takes them. temperature: the policy's log-probs are those
+    of its logits divided by it (the sampling temperature), as the reference's were.
+    lr: this step's learning rate, for every parameter group; grad_clip: the largest gradient
+    norm allowed before the update.
+    Returns (loss, chosen_rewards, rejected_rewards): the batch's mean loss before the update as
+    a Python float, and the implicit rewards of `dpo_loss` (B,) each, which the loop logs.
+
+    The idea: score chosen and rejected responses in one forward pass over all 2B rows (your
+    `sequence_logprobs` on the tempered logits: what `logprobs_of_responses` does, written out
+    here), turn them into the loss against the reference's numbers, and take one AdamW step on
+    its gradient. Edge cases: `.grad` still holds the last step's gradients; the policy must step
+    with dropout off (eval mode): the reference's log-probs were computed without it, so with
+    dropout on the policy's would differ from them even before the first update; the optimizer
+    steps exactly once.
+    """
+    # exercise ch06.dpo_step · difficulty ★★☆ · about 25 minutes
+    raise NotImplementedError("exercise ch06.dpo_step: write this body")
 
 
 # ==============================================================================================
@@ -100,9 +148,29 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
 #         c) The weight of the rejected response relative to the chosen one in the loss (beta =
 #            1 weighs both alike).
 #         d) The temperature used to sample responses during training.
+#
+# q6.4  One preference pair, beta = 0.1. The policy's sequence log-probs: chosen -12.0, rejected
+#       -15.0; the reference's: chosen -13.0, rejected -14.0. What is the DPO loss of this pair?
+#         a) 0.127
+#         b) 0.554
+#         c) 0.598
+#         d) 0.798
+#
+# q6.5  DPO trains on pairs sampled once from the SFT model; PPO samples fresh answers from its
+#       own policy as it trains. What follows for DPO?
+#         a) It needs new pairs, sampled from the current policy, at every epoch: on old pairs
+#            its loss gives biased gradients and the policy drifts.
+#         b) It learns only what the pairs say: no reward model to exploit, and no way to
+#            improve where the pairs are silent.
+#         c) It can only raise the probability of the chosen responses: nothing in a fixed
+#            dataset lets it lower the probability of the rejected ones.
+#         d) A reward model must score both responses of every pair before training starts,
+#            since a fixed dataset has no rewards of its own.
 
 ANSWERS = {
     "q6.1": None,  # one letter: a, b, c or d
     "q6.2": None,  # one letter: a, b, c or d
     "q6.3": None,  # one letter: a, b, c or d
+    "q6.4": None,  # one letter: a, b, c or d
+    "q6.5": None,  # one letter: a, b, c or d
 }

@@ -1,6 +1,6 @@
 """Chapter 8 · RL from outcome rewards: GRPO, Dr. GRPO and RLOO — exercises.
 
-Version 3 of the minialign exercise set.
+Version 4 of the minialign exercise set.
 
 Write the body of each function below that raises NotImplementedError (keep its
 signature), then answer the concept questions in ANSWERS at the end of the file.
@@ -15,6 +15,8 @@ signature), then answer the concept questions in ANSWERS at the end of the file.
 Check your work:
     python -m minialign.grade --impl exercises --chapter 8
 or, in a notebook:  from minialign.course import check; check(8)
+Stuck? `--hints 1` (or `check(8, hints=1)`) adds a first hint for each exercise not passed;
+`--hints 2`, 3, ... more, down to the formula.
 
 Then train with your own code (what you have not written yet comes from the library):
     python -m minialign grpo --impl exercises
@@ -40,15 +42,14 @@ def group_advantages(rewards, scale="std", eps=1e-4):
     rewards: (P, G) float, row p holding the rewards of the G responses to prompt p. Returns
     (P, G) of the same dtype: how much better each response did than the others of its row
     (so each row sums to 0). The group is the baseline: statistics are taken along the row,
-    never across prompts. scale="std" (GRPO) also divides by the row's spread, torch.std
-    (Bessel-corrected, n - 1, as TRL computes it) plus eps, so that every prompt's advantages
-    have about the same size whatever its reward scale; scale="none" (Dr. GRPO) only centres.
+    never across prompts. scale="std" (GRPO) also scales each row by its spread, its standard
+    deviation as torch.std gives it (Bessel-corrected, n - 1, as TRL computes it) with eps
+    added to it, so that every prompt's advantages have about the same size whatever its
+    reward scale; scale="none" (Dr. GRPO) only centres.
     Edge cases: a group whose rewards are all equal (G = 1 included) gets exactly 0, never nan
     (nothing in it is better than anything else), whatever eps; another scale: ValueError.
     """
     # exercise ch08.group_advantages · difficulty ★★☆ · about 15 minutes
-    # hint: (r - mean) / (std + eps), mean and std along dim=1 with keepdim=True; torch.std of
-    #       one sample is nan; torch.where(all_equal, 0.0, ...) gives the exact zeros
     raise NotImplementedError("exercise ch08.group_advantages: write this body")
 
 
@@ -76,8 +77,6 @@ def aggregate_loss(per_token_loss, mask, mode, max_len=None):
     gives 0 (never nan). Another mode: ValueError. Returns a 0-dim tensor.
     """
     # exercise ch08.aggregate_loss · difficulty ★★☆ · about 20 minutes
-    # hint: torch.where(mask, per_token_loss, 0.0), not a multiplication: nan * 0 is nan; and
-    #       .clamp(min=1) on every count you divide by
     raise NotImplementedError("exercise ch08.aggregate_loss: write this body")
 
 
@@ -103,8 +102,6 @@ def clipped_token_loss(logprobs, old_logprobs, advantages, cliprange_low=0.2,
     the clipped term is the larger, i.e. where the clip took the gradient away).
     """
     # exercise ch08.clipped_token_loss · difficulty ★★☆ · about 15 minutes
-    # hint: loss_t = max(-A rho_t, -A clip(rho_t, 1 - cliprange_low, 1 + cliprange_high)),
-    #       with rho_t = exp(logprobs_t - old_logprobs_t) and A = advantages.unsqueeze(1)
     raise NotImplementedError("exercise ch08.clipped_token_loss: write this body")
 
 
@@ -122,7 +119,6 @@ def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, cliprange_
     positive advantage: a good token held back) and "k3" (the KL estimate, kl_coef aside).
     """
     # exercise ch08.grpo_loss · difficulty ★★☆ · about 15 minutes
-    # hint: masked_mean(x, mask) (from ppo.py) under torch.no_grad() gives each statistic
     raise NotImplementedError("exercise ch08.grpo_loss: write this body")
 
 

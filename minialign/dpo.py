@@ -13,8 +13,16 @@ both responses share the prompt:
 
 So the policy is fitted to the preference pairs directly, like a classifier: two models in
 memory (policy and frozen reference) instead of RLHF's four, no sampling during training, and
-the reference log-probs computed once. IPO (Azar et al. 2023) replaces -log sigmoid by a
-squared loss towards a fixed margin 1 / (2 beta), which does not push the margin to infinity.
+the reference log-probs computed once. One update is `dpo_step`: both responses of every
+pair scored in one forward pass, the loss against the reference's log-probs, one AdamW step.
+IPO (Azar et al. 2023) replaces -log sigmoid by a squared loss towards a fixed margin
+1 / (2 beta), which does not push the margin to infinity.
+
+The log-probs are those of the distribution the policy samples from: the logits divided by
+the sampling temperature (0.6 in every stage, `evaluate.TEMPERATURE`), as PPO's ratio and KL
+penalty score them. So DPO's beta regularises the same distribution PPO's KL does, and the
+implicit reward is measured where the samples come from (`DPOConfig.logprob_temperature`; 1.0
+scores the untempered model instead, for comparison).
 
 What the logs show (TRL's names): rewards/chosen and rewards/rejected are the implicit rewards
 beta * (log pi - log pi_ref); rewards/margins their difference; logps/* the sequence
@@ -37,11 +45,11 @@ import torch.nn.functional as F
 from . import dist, tracking
 from . import world as world_lib
 from .evaluate import TEMPERATURE
-from .model import GPT, logprobs_of_responses
+from .model import GPT, logprobs_of_responses, sequence_logprobs
 from .preferences import encode_pair, load_rankings, pairs_of, read_rankings
 from .utils import (EVAL_SEED_OFFSET, cosine_lr, length_grouped_batches, load_stage_model,
                     make_optimizer, pick_device, progress, right_pad, save_checkpoint,
-                    set_seed, timer, write_json)
+                    set_seed, time_as, timed, timer, write_json)
 
 
 @dataclass
@@ -53,6 +61,10 @@ class DPOConfig:
     batch_size: int = 32  # pairs per step
     lr: float = 5e-5  # small: DPO on noisy labels drifts into degenerate text at 1e-4
     temperature: float = TEMPERATURE  # sampling temperature of the evaluation
+    logprob_temperature: float = TEMPERATURE  # the temperature log-probs are scored at (policy
+    #   and reference alike): the sampling temperature, as in PPO's ratio and KL, so that beta
+    #   regularises the distribution PPO's KL does; 1.0 scores the untempered model instead
+    grad_clip: float = 1.0  # the largest gradient norm allowed before each update
     max_new_tokens: int = 64  # response budget when sampling (the longest good answers use ~45)
     eval_samples: int = 1
     seed: int = 0
@@ -67,6 +79,8 @@ class DPOConfig:
             raise ValueError("beta must be positive")
         if self.loss_type not in ("sigmoid", "ipo"):
             raise ValueError("loss_type must be 'sigmoid' or 'ipo'")
+        if self.logprob_temperature <= 0:
+            raise ValueError("logprob_temperature must be positive")
 
     @classmethod
     def fast(cls, **overrides) -> "DPOConfig":
@@ -92,14 +106,25 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
     """Per-pair DPO (or IPO) losses and the implicit rewards of both responses.
 
     All inputs (B,): sequence log-probs (sums over response tokens) of the chosen and rejected
-    responses under the policy and the frozen reference.
-        h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
-        sigmoid: loss = -log sigmoid(beta * h)
-        ipo:     loss = (h - 1 / (2 * beta)) ** 2
-    Returns (losses (B,), chosen_rewards (B,), rejected_rewards (B,)), the rewards from
-    `implicit_rewards` (detached). The reference terms carry no gradient.
+    responses under the policy and the frozen reference. beta > 0; loss_type "sigmoid" (DPO)
+    or "ipo" (another: ValueError). Returns (losses (B,), chosen_rewards (B,),
+    rejected_rewards (B,)): one loss per pair (no mean), differentiable with respect to the
+    policy's log-probs and never the reference's (even when those require grad), and the
+    implicit rewards of both responses from `implicit_rewards` (detached).
+
+    The idea: the policy's log-ratio to the reference, log pi - log pi_ref, is what it has
+    learned about a response; the margin of a pair is the chosen response's log-ratio minus
+    the rejected one's. DPO charges the margin, scaled by beta, the Bradley-Terry loss of
+    chapter 4 (ln 2 when the policy is the reference; finite for margins in the thousands, as
+    long responses give); IPO instead regresses the margin onto a finite target that shrinks
+    as beta grows, with a squared error. The notebook's section 2 gives both formulas.
     """
     # >>> exercise: chapter=6 difficulty=2 minutes=15
+    # hint: detach the reference's log-probs first; the margin h is (policy_chosen -
+    #       ref_chosen) - (policy_rejected - ref_rejected), one per pair
+    # hint: F.logsigmoid is stable for any margin; the rewards are implicit_rewards(policy,
+    #       ref, beta) of each side
+    # hint: sigmoid: losses = -F.logsigmoid(beta * h); ipo: losses = (h - 1 / (2 * beta)) ** 2
     ref_chosen_logps, ref_rejected_logps = ref_chosen_logps.detach(), ref_rejected_logps.detach()
     h = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
     if loss_type == "sigmoid":
@@ -111,6 +136,53 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
     chosen_rewards = implicit_rewards(policy_chosen_logps, ref_chosen_logps, beta)
     rejected_rewards = implicit_rewards(policy_rejected_logps, ref_rejected_logps, beta)
     return losses, chosen_rewards, rejected_rewards
+    # <<< exercise
+
+
+def dpo_step(policy, optimizer, ids, padding_mask, response_mask, ref_chosen_logps,
+             ref_rejected_logps, beta, temperature, loss_type, lr, grad_clip):
+    """One DPO update of the policy on a batch of B preference pairs.
+
+    policy: a GPT; `policy(ids, padding_mask=padding_mask)` returns (logits (2B, T, V), None).
+    optimizer: an AdamW over the policy's parameters (two parameter groups).
+    ids, padding_mask, response_mask: (2B, T) as `encode_pairs` makes them: the B chosen
+    responses' rows first, then the B rejected ones in the same order, right-padded;
+    response_mask marks the tokens to score (each response and its <|end|>), aligned with ids:
+    the token at t is scored by the logits at t - 1.
+    ref_chosen_logps, ref_rejected_logps: (B,) the frozen reference's log-probs of the same
+    responses, computed once before training (no gradient) by `model.logprobs_of_responses`
+    at the same temperature.
+    beta, loss_type: as `dpo_loss` takes them. temperature: the policy's log-probs are those
+    of its logits divided by it (the sampling temperature), as the reference's were.
+    lr: this step's learning rate, for every parameter group; grad_clip: the largest gradient
+    norm allowed before the update.
+    Returns (loss, chosen_rewards, rejected_rewards): the batch's mean loss before the update as
+    a Python float, and the implicit rewards of `dpo_loss` (B,) each, which the loop logs.
+
+    The idea: score chosen and rejected responses in one forward pass over all 2B rows (your
+    `sequence_logprobs` on the tempered logits: what `logprobs_of_responses` does, written out
+    here), turn them into the loss against the reference's numbers, and take one AdamW step on
+    its gradient. Edge cases: `.grad` still holds the last step's gradients; the policy must step
+    with dropout off (eval mode): the reference's log-probs were computed without it, so with
+    dropout on the policy's would differ from them even before the first update; the optimizer
+    steps exactly once.
+    """
+    # >>> exercise: chapter=6 difficulty=2 minutes=25
+    policy.eval()  # no dropout: the same function of the weights as the reference scored with
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)  # backward adds to .grad: drop the last step's
+    logits, _ = policy(ids, padding_mask=padding_mask)  # (2B, T, V): one pass, both sides
+    # the logits at t predict the token at t + 1; tempered, as the reference's were scored
+    logps = sequence_logprobs(logits[:, :-1] / temperature, ids[:, 1:], response_mask[:, 1:])
+    n = ids.size(0) // 2  # (2B,) logps: the chosen rows, then the rejected
+    losses, chosen_rewards, rejected_rewards = dpo_loss(
+        logps[:n], logps[n:], ref_chosen_logps, ref_rejected_logps, beta, loss_type)
+    loss = losses.mean()  # over the B pairs
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
+    optimizer.step()
+    return loss.item(), chosen_rewards, rejected_rewards
     # <<< exercise
 
 
@@ -139,15 +211,12 @@ def encode_pairs(tokenizer, pairs):
     return ids, mask, response
 
 
-# DPO's log-probs are those of the model's own distribution (temperature 1): the policy it
-# trains and the reference of the KL-regularised objective, not the tempered sampler
-LOGPROB_TEMPERATURE = 1.0
-
-
 @torch.no_grad()
-def reference_logps(ref: GPT, tokenizer, pairs, batch_size, device):
+def reference_logps(ref: GPT, tokenizer, pairs, batch_size, device,
+                    temperature: float = TEMPERATURE):
     """The reference's log-probs of every pair, computed once (no gradients, no re-computation
-    during training)."""
+    during training), at `temperature` (DPOConfig.logprob_temperature: the sampling
+    temperature, as PPO's KL; 1: the untempered model). Returns (chosen (N,), rejected (N,))."""
     chosen, rejected = torch.zeros(len(pairs)), torch.zeros(len(pairs))
     order = sorted(range(len(pairs)),
                    key=lambda i: len(pairs[i].chosen) + len(pairs[i].rejected))
@@ -155,7 +224,7 @@ def reference_logps(ref: GPT, tokenizer, pairs, batch_size, device):
         idx = order[s: s + batch_size]  # similar lengths: little padding
         ids, mask, resp = encode_pairs(tokenizer, [pairs[i] for i in idx])
         lp = logprobs_of_responses(ref, ids.to(device), mask.to(device), resp.to(device),
-                                   LOGPROB_TEMPERATURE).cpu()
+                                   temperature).cpu()
         chosen[idx], rejected[idx] = lp[: len(idx)], lp[len(idx):]
     return chosen.to(device), rejected.to(device)
 
@@ -166,15 +235,17 @@ def load_pairs(out_dir: Path, preferences_stage: str = "preferences", split: str
 
 
 @torch.no_grad()
-def implicit_accuracy(policy, ref, tokenizer, pairs, beta, device, batch_size=64) -> float:
-    """Held-out accuracy of the implicit reward: how often r(chosen) > r(rejected)."""
+def implicit_accuracy(policy, ref, tokenizer, pairs, beta, device, batch_size=64,
+                      temperature: float = TEMPERATURE) -> float:
+    """Held-out accuracy of the implicit reward: how often r(chosen) > r(rejected), the
+    log-probs scored at `temperature` (the one DPO trained with)."""
     hits = 0
     for s in range(0, len(pairs), batch_size):
         batch = pairs[s: s + batch_size]
         ids, mask, resp = encode_pairs(tokenizer, batch)
         args = (ids.to(device), mask.to(device), resp.to(device))
-        pol = logprobs_of_responses(policy, *args, LOGPROB_TEMPERATURE)
-        rf = logprobs_of_responses(ref, *args, LOGPROB_TEMPERATURE)
+        pol = logprobs_of_responses(policy, *args, temperature)
+        rf = logprobs_of_responses(ref, *args, temperature)
         n = len(batch)
         _, rc, rr = dpo_loss(pol[:n], pol[n:], rf[:n], rf[n:], beta)
         hits += int((rc > rr).sum())
@@ -204,41 +275,13 @@ def train(cfg: DPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
         ref = copy.deepcopy(policy).eval().requires_grad_(False)
         policy.eval()  # no dropout: log-probs must match the reference's at the start
         pairs, val_pairs = load_data(out_dir, cfg)
-        ref_chosen, ref_rejected = reference_logps(ref, tokenizer, pairs, 64, dev)
+        time_as("training")  # (the stage's time split, utils.TimeSplit)
+        ref_chosen, ref_rejected = reference_logps(ref, tokenizer, pairs, 64, dev,
+                                                   cfg.logprob_temperature)
 
         # ---- fit: the DPO loss, one batch of pairs per step ----
-        optimizer = make_optimizer(policy, cfg.lr)
-        ddp_policy = dist.wrap(policy)  # plumbing: DDP under torchrun, the policy otherwise
-        max_steps = cfg.epochs * ((len(pairs) + cfg.batch_size - 1) // cfg.batch_size)
-        history = {k: [] for k in ["step", *HISTORY_KEYS]}
-        rng = random.Random(cfg.seed)
-        step = 0
-        bar = progress(total=max_steps, desc=stage)
-        lengths = [max(len(encode_pair(tokenizer, p.prompt, p.chosen)),
-                       len(encode_pair(tokenizer, p.prompt, p.rejected))) for p in pairs]
-        for _ in range(cfg.epochs):
-            for idx in length_grouped_batches(lengths, cfg.batch_size, rng):
-                if len(idx) < dist.world_size():
-                    continue  # plumbing (torchrun only): a last batch too small to share out
-                for group in optimizer.param_groups:
-                    group["lr"] = cosine_lr(step, max_steps, cfg.lr, max(1, max_steps // 20))
-                optimizer.zero_grad(set_to_none=True)
-                # plumbing: this rank's pairs, in micro-batches; metrics averaged over all ranks
-                row = dist.forward_backward(
-                    ddp_policy, dist.shard(idx),
-                    lambda rows: pairs_loss(ddp_policy, tokenizer, [pairs[i] for i in rows],
-                                            ref_chosen[rows], ref_rejected[rows], cfg),
-                    micro_batch_size=cfg.micro_batch_size)
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-                optimizer.step()
-                history["step"].append(step)
-                for k in HISTORY_KEYS:
-                    history[k].append(row[k])
-                tracking.log({f"train/{k}": row[k] for k in HISTORY_KEYS}, step)
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.3f}", margin=f"{row['rewards/margins']:.2f}")
-                step += 1
-        bar.close()
+        history = fit(policy, tokenizer, pairs, ref_chosen, ref_rejected, cfg, dev, stage)
+        time_as("other")
         train_seconds = elapsed()
         if not dist.is_main():  # plumbing: rank 0 evaluates and writes; the others are done
             return {"world_size": dist.world_size()}
@@ -246,10 +289,73 @@ def train(cfg: DPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
         save_checkpoint(policy.checkpoint(train_config=asdict(cfg)), out_dir / stage / "model.pt")
 
         # ---- evaluate: gold reward and KL on held-out prompts, the implicit reward's accuracy ----
-        metrics = evaluate_against_sft(policy, ref, tokenizer, val_pairs, cfg, dev)
+        with timed("evaluation"):
+            metrics = evaluate_against_sft(policy, ref, tokenizer, val_pairs, cfg, dev)
 
     return report(metrics, cfg, out_dir / stage, stage, len(pairs), history, train_seconds,
                   elapsed(), log)
+
+
+def fit(policy, tokenizer, pairs, ref_chosen, ref_rejected, cfg: DPOConfig, device,
+        stage: str = "dpo") -> dict:
+    """cfg.epochs passes over the pairs, one `dpo_step` per batch of similar lengths; returns
+    the history of TRL's metrics (HISTORY_KEYS) per step. ref_chosen, ref_rejected: (N,)."""
+    optimizer = make_optimizer(policy, cfg.lr)
+    ddp_policy = dist.wrap(policy)  # plumbing: DDP under torchrun, the policy otherwise
+    max_steps = cfg.epochs * ((len(pairs) + cfg.batch_size - 1) // cfg.batch_size)
+    history = {k: [] for k in ["step", *HISTORY_KEYS]}
+    rng = random.Random(cfg.seed)
+    lengths = [max(len(encode_pair(tokenizer, p.prompt, p.chosen)),
+                   len(encode_pair(tokenizer, p.prompt, p.rejected))) for p in pairs]
+    step = 0
+    bar = progress(total=max_steps, desc=stage)
+    for _ in range(cfg.epochs):
+        for idx in length_grouped_batches(lengths, cfg.batch_size, rng):
+            if len(idx) < dist.world_size():
+                continue  # plumbing (torchrun only): a last batch too small to share out
+            lr = cosine_lr(step, max_steps, cfg.lr, max(1, max_steps // 20))
+            if dist.is_distributed() or cfg.micro_batch_size:
+                # plumbing: dpo_step's update over this rank's pairs, in micro-batches, its
+                # metrics averaged over all ranks (written out here, so that the library holds
+                # no other callable copy of the exercise)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                optimizer.zero_grad(set_to_none=True)
+                row = dist.forward_backward(
+                    ddp_policy, dist.shard(idx),
+                    lambda rows: pairs_loss(ddp_policy, tokenizer, [pairs[i] for i in rows],
+                                            ref_chosen[rows], ref_rejected[rows], cfg),
+                    micro_batch_size=cfg.micro_batch_size)
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+                optimizer.step()
+            else:
+                ids, mask, resp = encode_pairs(tokenizer, [pairs[i] for i in idx])
+                loss, rc, rr = dpo_step(policy, optimizer, ids.to(device), mask.to(device),
+                                        resp.to(device), ref_chosen[idx], ref_rejected[idx],
+                                        cfg.beta, cfg.logprob_temperature, cfg.loss_type, lr,
+                                        cfg.grad_clip)
+                row = {"loss": loss, **pair_metrics(rc, rr, ref_chosen[idx], ref_rejected[idx],
+                                                    cfg.beta)}
+            history["step"].append(step)
+            for k in HISTORY_KEYS:
+                history[k].append(row[k])
+            tracking.log({f"train/{k}": row[k] for k in HISTORY_KEYS}, step)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", margin=f"{row['rewards/margins']:.2f}")
+            step += 1
+    bar.close()
+    return history
+
+
+def pair_metrics(chosen_rewards, rejected_rewards, ref_chosen, ref_rejected, beta) -> dict:
+    """TRL's metrics of a batch from its implicit rewards (B,) each: means over the pairs. The
+    policy's log-probs come back from the rewards: log pi = log pi_ref + r / beta."""
+    return {"rewards/chosen": chosen_rewards.mean().item(),
+            "rewards/rejected": rejected_rewards.mean().item(),
+            "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
+            "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
+            "logps/chosen": (ref_chosen + chosen_rewards / beta).mean().item(),
+            "logps/rejected": (ref_rejected + rejected_rewards / beta).mean().item()}
 
 
 def load_data(out_dir: Path, cfg: DPOConfig):
@@ -272,21 +378,17 @@ def load_data(out_dir: Path, cfg: DPOConfig):
 
 
 def pairs_loss(policy, tokenizer, pairs, ref_chosen, ref_rejected, cfg: DPOConfig):
-    """The DPO loss of some pairs (a mean over pairs) and its metrics. ref_chosen, ref_rejected:
-    (B,) the reference's log-probs of the pairs' answers."""
+    """The DPO loss of some pairs (a mean over pairs) and its metrics, for the loop's
+    micro-batched (torchrun) update. ref_chosen, ref_rejected: (B,) the reference's log-probs
+    of the pairs' answers."""
     device = next(policy.parameters()).device
     ids, mask, resp = encode_pairs(tokenizer, pairs)
     logps = logprobs_of_responses(policy, ids.to(device), mask.to(device), resp.to(device),
-                                  LOGPROB_TEMPERATURE)  # (2B,) the chosen, then the rejected
+                                  cfg.logprob_temperature)  # (2B,) the chosen, then the rejected
     n = len(pairs)
     losses, rc, rr = dpo_loss(logps[:n], logps[n:], ref_chosen, ref_rejected, cfg.beta,
                               cfg.loss_type)
-    return losses.mean(), {"rewards/chosen": rc.mean().item(),
-                           "rewards/rejected": rr.mean().item(),
-                           "rewards/accuracies": (rc > rr).float().mean().item(),
-                           "rewards/margins": (rc - rr).mean().item(),
-                           "logps/chosen": logps[:n].mean().item(),
-                           "logps/rejected": logps[n:].mean().item()}
+    return losses.mean(), pair_metrics(rc, rr, ref_chosen, ref_rejected, cfg.beta)
 
 
 def evaluate_against_sft(policy, ref, tokenizer, val_pairs, cfg: DPOConfig, device) -> dict:
@@ -302,19 +404,33 @@ def evaluate_against_sft(policy, ref, tokenizer, val_pairs, cfg: DPOConfig, devi
     sft_eval = evaluate.evaluate_policy(ref, tokenizer, eval_tasks, **kw)
     prompts = [t.prompt for t in dpo_eval["tasks"]]
     resp_ids = [r["response_ids"] for r in dpo_eval["responses"]]
-    kl, _ = evaluate.kl_to_reference(policy, ref, tokenizer, prompts, resp_ids, cfg.temperature)
+    kl, dpo_eval["kl_per_response"] = evaluate.kl_to_reference(policy, ref, tokenizer, prompts,
+                                                                resp_ids, cfg.temperature)
     return {
         "gold_reward_mean": dpo_eval["gold_reward_mean"],
         "task_success_rate": dpo_eval["task_success_rate"],
         "end_rate": dpo_eval["end_rate"],
         "kl_to_ref": kl,
         "win_rate_vs_sft": evaluate.win_rate(dpo_eval["gold"], sft_eval["gold"]),
+        # gold_reward_mean_se, task_success_rate_se, kl_to_ref_se, win_rate_vs_sft_se
+        **evaluate.error_bars(dpo_eval, versus=sft_eval),
         "implicit_reward_accuracy": implicit_accuracy(policy, ref, tokenizer, val_pairs,
-                                                      cfg.beta, device),
+                                                      cfg.beta, device,
+                                                      temperature=cfg.logprob_temperature),
+        "logprob_temperature": cfg.logprob_temperature,  # the one DPO scored log-probs at
+        "response_length_mean": mean_response_length(dpo_eval),  # tokens, <|end|> included
+        "sft_response_length_mean": mean_response_length(sft_eval),
         "per_family": dpo_eval["per_family"],
         "sft_gold_reward_mean": sft_eval["gold_reward_mean"],
         "samples": evaluate.side_by_side(eval_tasks, {"sft": sft_eval, "dpo": dpo_eval}),
     }
+
+
+def mean_response_length(evaluation: dict) -> float:
+    """Mean length in tokens (<|end|> included) of an `evaluate_policy`'s sampled responses:
+    DPO's drift in length shows against the SFT model's."""
+    lengths = [len(r["response_ids"]) for r in evaluation["responses"]]
+    return sum(lengths) / max(len(lengths), 1)
 
 
 def report(metrics: dict, cfg: DPOConfig, stage_dir: Path, stage: str, n_pairs: int,
@@ -335,7 +451,8 @@ def report(metrics: dict, cfg: DPOConfig, stage_dir: Path, stage: str, n_pairs: 
     plots.dpo_training(history, stage_dir / "training.png")
     log(f"{stage}: gold {metrics['sft_gold_reward_mean']:.2f} (sft) -> "
         f"{metrics['gold_reward_mean']:.2f}, KL {metrics['kl_to_ref']:.2f} nats, win rate vs SFT "
-        f"{metrics['win_rate_vs_sft']:.0%}, held-out implicit-reward accuracy "
+        f"{metrics['win_rate_vs_sft']:.0%} ± {metrics['win_rate_vs_sft_se']:.0%}, held-out "
+        f"implicit-reward accuracy "
         f"{metrics['implicit_reward_accuracy']:.0%}; {metrics['seconds']:.0f} s")
     return metrics
 

@@ -75,11 +75,21 @@ def causal_self_attention(q, k, v, key_padding_mask=None):
     key_padding_mask: optional (B, Tk) bool, True for real tokens, False for padding keys,
     which no query may attend to. A query still attends to itself, so that a row made only of
     padding is not all -inf (its output is meaningless and is ignored by the caller).
-    Returns y: (B, H, Tq, hs).
+    Returns y: (B, H, Tq, hs), differentiable with respect to q, k and v.
 
-    softmax(q kᵀ / sqrt(hs) + mask) v, with mask = -inf where attention is not allowed.
+    The idea: each query scores every key it may see (the dot product of the two, scaled so
+    that the scores do not grow with the head size hs), a softmax over those keys turns the
+    scores into weights that sum to 1, and the output is the weighted mean of their values.
+    Keys it may not see (the future, padding) get weight exactly 0. The notebook's section 2
+    gives the formula.
     """
     # >>> exercise: chapter=2 difficulty=2 minutes=20
+    # hint: the scores of every query against every key are one matrix product,
+    #       q @ k.transpose(-2, -1): (B, H, Tq, Tk); heads and batch ride along
+    # hint: query i sits at position Tk - Tq + i and may see key j when j <= Tk - Tq + i: build
+    #       that (Tq, Tk) bool matrix from two torch.arange; with a key_padding_mask, view it as
+    #       (B, 1, 1, Tk) and AND it in, keeping each query's own position allowed
+    # hint: y = softmax(q kᵀ / sqrt(hs), -inf where not allowed (masked_fill), dim=-1) @ v
     Tq, Tk, hs = q.size(-2), k.size(-2), q.size(-1)
     att = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, H, Tq, Tk)
     q_pos = torch.arange(Tk - Tq, Tk, device=q.device).view(Tq, 1)  # (Tq, 1) absolute positions
@@ -431,11 +441,23 @@ def check_same_config(expected: GPTConfig, found: GPTConfig) -> None:
 def filter_logits(logits, top_k=None, top_p=None):
     """Keep the top-k tokens and/or the smallest set whose probability reaches top_p.
 
-    logits: (B, V). Returns (B, V) with removed tokens set to -inf. top_k=None or top_p=None
-    turn that filter off. top-p keeps a token if the probability of the tokens ranked strictly
-    above it is below top_p, so the most likely token always survives.
+    logits: (B, V), each row filtered on its own. Returns (B, V): the kept logits unchanged,
+    the removed ones set to -inf. top_k=None or top_p=None turn that filter off.
+    top-k keeps the tokens whose logit is at least the k-th largest of the row (a top_k at
+    least V keeps everything). top-p keeps a token if the probability (softmax of the row) of
+    the tokens ranked strictly above it is below top_p, so the most likely token always
+    survives. With both, top-k filters first and top-p then works on the softmax of what top-k
+    kept.
     """
     # >>> exercise: chapter=2 difficulty=2 minutes=15
+    # hint: torch.topk(logits, k, dim=-1).values[:, -1:] is the k-th largest logit of each row,
+    #       (B, 1): mask everything below it with masked_fill
+    # hint: for top-p, sort each row in descending order (torch.sort also returns the order);
+    #       the probability ranked strictly above a token is the cumulative sum of the sorted
+    #       probabilities minus its own
+    # hint: remove_sorted = (cumsum(probs) - probs) >= top_p in sorted order; put it back in
+    #       vocabulary order with remove_sorted.scatter(-1, order, remove_sorted), then
+    #       masked_fill(remove, -inf)
     if top_k is not None:
         k = min(int(top_k), logits.size(-1))
         kth = torch.topk(logits, k, dim=-1).values[:, -1:]  # (B, 1) the k-th largest logit

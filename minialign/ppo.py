@@ -14,9 +14,11 @@ on). PPO (Schulman et al. 2017) with a learned value function and GAE does the o
 One iteration:
   1. rollout   sample responses to a batch of prompts (KV cache, plain temperature sampling)
   2. score     reward model at the last token; log-probs of the policy and the frozen
-               reference; values of the value head (same positions, logits / temperature)
-  3. rewards   kl_penalized_rewards -> compute_gae -> advantages (whitened) and returns
+               reference; values of the value head (same positions, logits / temperature);
+               kl_penalized_rewards (`score_rollout`)
+  3. GAE       compute_gae -> advantages (whitened) and returns
   4. learn     `ppo_epochs` passes over minibatches: clipped policy loss, clipped value loss
+               (`ppo_update`)
   5. adapt     the adaptive KL controller moves beta towards the KL target
 
 Every implementation detail is a switch in PPOConfig, so that its effect can be measured by
@@ -43,7 +45,7 @@ from . import world as world_lib
 from .evaluate import TEMPERATURE
 from .model import GPT, entropy_from_logits, gather_logprobs
 from .utils import (EVAL_SEED_OFFSET, left_pad, load_stage_model, pick_device, progress,
-                    save_checkpoint, set_seed, timer, write_json)
+                    save_checkpoint, set_seed, timed, timer, write_json)
 
 
 @dataclass
@@ -106,11 +108,25 @@ def kl_penalized_rewards(scores, logprobs, ref_logprobs, mask, kl_coef):
 
     scores: (B,) reward-model score of each response; logprobs, ref_logprobs: (B, T) log-prob
     of each response token under the policy that sampled it and under the reference; mask:
-    (B, T) 1 on response tokens, 0 on padding. Returns rewards (B, T):
-        r_t = -kl_coef * (logprobs_t - ref_logprobs_t)  on response tokens,
-        plus scores[b] added at the last response token of row b, 0 on padding.
+    (B, T) 1 on response tokens, 0 on padding (0/1 float or bool); padding entries of the
+    log-probs hold junk. kl_coef: beta, the price of one nat of KL. Returns rewards (B, T),
+    in the dtype of the log-probs.
+
+    The idea: each response token is charged kl_coef for every nat by which the policy's
+    log-prob of it exceeds the reference's (a one-sample estimate of the KL; a token the
+    policy finds less likely than the reference earns a small bonus), and the response's
+    score is paid once, at its last response token. Padding gets 0, and so does every token of
+    a row that has no response token at all (no score anywhere). The notebook's section 1
+    gives the formula.
     """
     # >>> exercise: chapter=5 difficulty=2 minutes=15
+    # hint: the KL part is one elementwise expression over (B, T); torch.where(mask, ..., 0.0)
+    #       sets the padding to 0 whatever it held
+    # hint: the last response token of each row is the largest position where the mask is 1:
+    #       torch.where(mask, positions, -1).max(dim=1).values, with positions from
+    #       torch.arange(T); -1 means the row has no response token, and no score
+    # hint: rewards = torch.where(mask, -kl_coef * (logprobs - ref_logprobs), 0.0), then
+    #       rewards[rows, last] += scores for the rows with a response
     mask = mask.bool()
     rewards = torch.where(mask, -kl_coef * (logprobs - ref_logprobs), 0.0)  # (B, T)
     T = mask.size(1)
@@ -126,14 +142,29 @@ def kl_penalized_rewards(scores, logprobs, ref_logprobs, mask, kl_coef):
 def compute_gae(rewards, values, mask, gamma=1.0, lam=0.95):
     """Generalised advantage estimation (Schulman et al. 2016) over response tokens.
 
-    rewards, values, mask: (B, T). Padding entries (mask 0) are ignored, whatever they hold:
-    the value after the last response token is 0.
-        delta_t = r_t + gamma * V_{t+1} - V_t
-        A_t     = delta_t + gamma * lam * A_{t+1}
-        R_t     = A_t + V_t          (the returns: targets for the value function)
-    Returns (advantages, returns), both (B, T) and 0 on padding. Nothing is whitened here.
+    rewards, values, mask: (B, T), right-padded rows: each row's response tokens (mask 1, 0/1
+    float or bool) come first, then padding (mask 0), whose rewards and values hold junk and
+    must change nothing. gamma: the discount per token; lam: GAE's lambda, in [0, 1].
+    Returns (advantages, returns), both (B, T) like rewards and 0 on padding. Nothing is
+    whitened here.
+
+    The idea: the advantage of a token says how much better the rest of the response went
+    than the value function expected at that token. The one-step estimate (lam = 0) is the
+    token's TD error: its reward plus the (discounted) value of the next state, minus its own
+    value; the Monte-Carlo one (lam = 1) is every later reward minus its own value. GAE blends
+    them: the TD errors of later tokens count too, weighing a factor gamma * lam less per
+    step. The episode ends with the response: the value after its last token is 0. The
+    returns, advantage plus value, are the targets of the value function. The notebook's
+    section 3 gives the formulas.
     """
     # >>> exercise: chapter=5 difficulty=3 minutes=25
+    # hint: work backwards from the last token: the advantage of token t needs the one of
+    #       token t + 1, so loop over reversed(range(T)) carrying one (B,) tensor
+    # hint: padding holds junk: zero the values there first (torch.where), so that the value
+    #       after a response's last token is 0, and multiply the running advantage by
+    #       mask[:, t], so that a padded position passes nothing back
+    # hint: delta_t = r_t + gamma * V_{t+1} - V_t;  A_t = delta_t + gamma * lam * A_{t+1};
+    #       R_t = A_t + V_t on response tokens, 0 on padding
     mask = mask.to(values.dtype)
     values = torch.where(mask.bool(), values, 0.0)
     B, T = rewards.shape
@@ -169,13 +200,28 @@ def whiten(x, mask, shift_mean=True):
 def policy_loss(logprobs, old_logprobs, advantages, mask, cliprange=0.2):
     """PPO's clipped surrogate loss and the fraction of tokens where the clip was active.
 
-    logprobs: (B, T) under the policy being trained; old_logprobs: (B, T) under the policy
-    that sampled the rollout; advantages: (B, T); mask: (B, T).
-        ratio = exp(logprobs - old_logprobs)
-        loss  = masked mean of max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps))
-    clipfrac = masked mean of 1[the clipped term is the larger]. Returns (loss, clipfrac).
+    logprobs: (B, T) under the policy being trained (the loss is differentiated through
+    them); old_logprobs: (B, T) under the policy that sampled the rollout; advantages: (B, T);
+    mask: (B, T), 1 on response tokens (0/1 float or bool); padding entries of the other
+    inputs hold junk. cliprange: eps, the half-width of the trust region of the ratio.
+    Returns (loss, clipfrac), both 0-dim tensors, means over the response tokens only.
+
+    The idea: the ratio pi / pi_old of each token (1 where the policy has not moved) weights
+    its advantage: minimising the loss makes good tokens likelier and bad ones less likely.
+    The clip takes the incentive away once the ratio has moved more than eps from 1 in the
+    direction the advantage asks for: of the unclipped and the clipped loss of a token, the
+    loss keeps the pessimistic one (the larger), so a move in the wrong direction is never
+    clipped away. clipfrac is the share of response tokens where the clipped loss is strictly
+    the larger. On the first minibatch every ratio is 1: the loss is minus the mean advantage
+    and clipfrac is 0. The notebook's section 5 gives the formula.
     """
     # >>> exercise: chapter=5 difficulty=2 minutes=15
+    # hint: ratio = torch.exp(logprobs - old_logprobs), token by token
+    # hint: a token's loss unclipped is -A * ratio, clipped -A * torch.clamp(ratio, 1 - eps,
+    #       1 + eps); torch.maximum keeps the larger; masked_mean (in ppo.py) averages over
+    #       the response tokens only, whatever the padding holds
+    # hint: loss = masked_mean(max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)), mask);
+    #       clipfrac = masked_mean((clipped > unclipped).float(), mask)
     ratio = torch.exp(logprobs - old_logprobs)  # (B, T)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
@@ -278,8 +324,9 @@ def rollout(policy: GPT, prompt_ids: list[list[int]], pad_id: int, end_id: int, 
     ids, attention = left_pad(prompt_ids, pad_id)
     P = ids.size(1)
     new = min(cfg.max_new_tokens, policy.config.block_size - P)
-    seqs = policy.generate(ids.to(device), new, temperature=cfg.temperature, eos_id=end_id,
-                           generator=generator, padding_mask=attention.to(device))
+    with timed("sampling"):  # (the stage's time split, utils.TimeSplit)
+        seqs = policy.generate(ids.to(device), new, temperature=cfg.temperature, eos_id=end_id,
+                               generator=generator, padding_mask=attention.to(device))
     response = seqs[:, P:]  # (B, R)
     is_end = response == end_id
     ended = is_end.any(dim=1)
@@ -340,6 +387,120 @@ def score_responses(model, ro: Rollout, temperature: float):
 
 
 # ==============================================================================================
+# the update: score a rollout, then learn from it
+
+
+GRAD_CLIP = 1.0  # the largest norm of a minibatch's gradient (TRL's max_grad_norm)
+
+
+def ppo_optimizer(policy: PolicyWithValueHead, cfg: PPOConfig):
+    """AdamW without weight decay, in two parameter groups: the trunk at cfg.lr and the value
+    head at cfg.value_lr (it learns faster: it starts from nothing)."""
+    return torch.optim.AdamW([{"params": policy.gpt.parameters(), "lr": cfg.lr},
+                              {"params": policy.value_head.parameters(), "lr": cfg.value_lr}],
+                             weight_decay=0.0)
+
+
+def score_rollout(policy, ref, ro, scores, kl_coef, temperature):
+    """Score a rollout before learning from it: what the policy that sampled it and the frozen
+    reference say about each response token, and the per-token rewards PPO maximises.
+
+    policy: the PolicyWithValueHead that sampled `ro`; `score_responses(policy, ro,
+    temperature)` gives its log-probs, entropy and values of the response tokens, each (B, R).
+    ref: the reference, a GPT (`score_responses` gives its log-probs; its values are None).
+    ro: the Rollout, B responses of R tokens (ro.mask: (B, R), 1 on response tokens).
+    scores: (B,) the score of each response (the reward model's, less the penalty of a
+    response that never ended). kl_coef: beta, the penalty per nat of KL. temperature: the one
+    the responses were sampled at (the log-probs are those of logits / temperature).
+    Returns (logprobs, ref_logprobs, values, rewards, entropy), each (B, R): the policy's and
+    the reference's log-probs, the policy's values, the rewards as `kl_penalized_rewards`
+    makes them from the scores and the two log-probs, and the policy's entropy (logged only).
+
+    The idea: these are the numbers of the policy *before* the update (log pi_old, V_old) and of
+    the reference: constants that the update compares against, so no autograd graph is
+    recorded for them. Edge cases: either model may arrive in training mode; score both with
+    dropout off (eval mode), or log pi_old would be one random draw of dropout masks and the
+    ratio of the update would not start at 1.
+    """
+    # >>> exercise: chapter=5 difficulty=2 minutes=15
+    # hint: model.eval() switches dropout off; torch.no_grad() records no graph
+    # hint: score_responses on the policy (log-probs, entropy, values), then on the reference
+    #   (its log-probs), then kl_penalized_rewards(scores, logprobs, ref_logprobs, ro.mask, beta)
+    policy.eval()  # dropout off, in both models
+    ref.eval()
+    with torch.no_grad():  # constants of the update: log pi_old, V_old and the reference's
+        logprobs, entropy, values = score_responses(policy, ro, temperature)  # (B, R) each
+        ref_logprobs, _, _ = score_responses(ref, ro, temperature)  # (B, R)
+        rewards = kl_penalized_rewards(scores, logprobs, ref_logprobs, ro.mask, kl_coef)
+    return logprobs, ref_logprobs, values, rewards, entropy
+    # <<< exercise
+
+
+def ppo_update(policy, optimizer, ro, logprobs, values, advantages, returns, cfg, generator,
+               grad_clip) -> dict:
+    """The learning phase of one PPO iteration: cfg.ppo_epochs passes over the rollout's B
+    responses in shuffled minibatches, one optimizer step per minibatch.
+
+    policy: the PolicyWithValueHead that sampled `ro`; `score_responses(policy, mb,
+    temperature)` gives (logprobs, entropy, values) of a minibatch `mb`, in the graph.
+    optimizer: an AdamW over the policy's parameters (`ppo_optimizer`: the trunk and the value
+    head in two groups, each at its own learning rate, to be left as they are).
+    ro: the Rollout, B responses of R tokens (ro.mask: (B, R)). logprobs, values: (B, R) the
+    policy's before the update (`score_rollout`); advantages (whitened) and returns: (B, R)
+    from `compute_gae`. cfg: a PPOConfig (ppo_epochs, minibatch_size, cliprange, clip_value,
+    cliprange_value, temperature). generator: the torch.Generator that shuffles. grad_clip:
+    the largest norm allowed for the gradient of all the policy's parameters together.
+    Each epoch draws an order `torch.randperm(B, generator=generator)` and cuts it into
+    minibatches of cfg.minibatch_size responses, in that order; `take(ro, idx)` gives the
+    minibatch's rollouts trimmed to their longest response, R' tokens (slice the (B, R) tensors
+    alike: [idx, :R']). Its loss is `policy_loss` plus the value loss: `value_loss`, or
+    0.5 * the masked mean of (V - returns)^2 when cfg.clip_value is off.
+    Returns {name: one float per minibatch, in order}, as `record_minibatch(stats, ...)` appends
+    them (call it once per minibatch, stats = {} at the start).
+
+    The idea: several gradient steps on one batch of experience, made safe by the clip: once a
+    token's ratio pi / pi_old has left [1 - eps, 1 + eps] in the direction its advantage
+    pushes, it stops pulling. Edge cases: `.grad` holds the previous minibatch's gradients;
+    the policy may arrive in training mode, but it learns with dropout off, as it was scored
+    (the ratio of the first minibatch is exactly 1); `logprobs` and `values` are the rollout's,
+    the same in every epoch; the losses are means over response tokens, never padding.
+    """
+    # >>> exercise: chapter=5 difficulty=3 minutes=30
+    # hint: policy.eval(), stats = {}, then two loops: the epochs (a new torch.randperm each),
+    #   and the minibatches of that order (idx = perm[s: s + cfg.minibatch_size]; take(ro, idx))
+    # hint: a minibatch: score_responses(policy, mb, cfg.temperature) in the graph; policy_loss
+    #   against logprobs[idx, :R]; value_loss against values[idx, :R] and returns[idx, :R]
+    # hint: optimizer.zero_grad(); (pg_loss + vf_loss).backward(); clip_grad_norm_(
+    #   policy.parameters(), grad_clip); optimizer.step(); record_minibatch(stats, ...)
+    policy.eval()  # dropout off: the same function of the weights that scored the rollout
+    stats = {}
+    B = ro.response.size(0)
+    for _ in range(cfg.ppo_epochs):
+        perm = torch.randperm(B, generator=generator).to(ro.ids.device)
+        for s in range(0, B, cfg.minibatch_size):
+            idx = perm[s: s + cfg.minibatch_size]
+            mb = take(ro, idx)  # trimmed to its longest response
+            R = mb.response.size(1)
+            new_logprobs, _, new_values = score_responses(policy, mb, cfg.temperature)
+            old_logprobs = logprobs[idx, :R]  # pi_old: the rollout's, in every epoch
+            pg_loss, clipfrac = policy_loss(new_logprobs, old_logprobs, advantages[idx, :R],
+                                            mb.mask, cfg.cliprange)
+            if cfg.clip_value:
+                vf_loss = value_loss(new_values, values[idx, :R], returns[idx, :R], mb.mask,
+                                     cfg.cliprange_value)
+            else:
+                vf_loss = 0.5 * masked_mean((new_values - returns[idx, :R]) ** 2, mb.mask)
+            optimizer.zero_grad(set_to_none=True)  # backward adds to .grad
+            (pg_loss + vf_loss).backward()  # disjoint parameters: the trunk gets pg_loss only
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)  # before the step
+            optimizer.step()
+            record_minibatch(stats, new_logprobs, old_logprobs, mb.mask, clipfrac, pg_loss,
+                             vf_loss)
+    return stats
+    # <<< exercise
+
+
+# ==============================================================================================
 # the PPO loop, independent of the world: prompts in, a reward function, a policy out
 
 
@@ -348,7 +509,6 @@ def ppo_loop(policy: PolicyWithValueHead, ref: GPT, reward_fn, sample_prompts, c
     """Train `policy` in place. reward_fn(rollout) -> scores (B,); sample_prompts(n, rng) ->
     list of prompt id lists. on_iteration(it, stats, rollout) is called after each update.
     Returns the list of per-iteration stats (TRL's metric names)."""
-    device = policy.gpt.lm_head.weight.device
     # plumbing (torchrun): each rank samples its own share of every batch's prompts, with its
     # own random stream; statistics are averaged over ranks. One process: rank 0, world 1.
     n_ranks = dist.world_size()
@@ -358,11 +518,8 @@ def ppo_loop(policy: PolicyWithValueHead, ref: GPT, reward_fn, sample_prompts, c
     ddp_policy = dist.wrap(policy)
     g = torch.Generator().manual_seed(cfg.seed + dist.rank())
     rng = random.Random(cfg.seed)
-    policy.eval()  # dropout off everywhere: log-probs must not change between passes
-    ref.eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW([  # the value head learns faster: it starts from nothing
-        {"params": policy.gpt.parameters(), "lr": cfg.lr},
-        {"params": policy.value_head.parameters(), "lr": cfg.value_lr}], weight_decay=0.0)
+    ref.eval().requires_grad_(False)  # frozen: the anchor of the KL penalty
+    optimizer = ppo_optimizer(policy, cfg)
     kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
               if cfg.adaptive_kl else FixedKLController(cfg.kl_coef))
     history = []
@@ -372,41 +529,37 @@ def ppo_loop(policy: PolicyWithValueHead, ref: GPT, reward_fn, sample_prompts, c
         prompts = dist.shard(sample_prompts(cfg.batch_size, rng))  # this rank's prompts
         ro, logprobs, ref_logprobs, entropy, values, scores, advantages, returns = \
             collect_rollouts(policy, ref, reward_fn, prompts, pad_id, end_id, cfg, kl_ctl.value, g)
-        # ---- 4. fit: PPO epochs over minibatches ----
-        stats = {"policy/clipfrac": [], "policy/approxkl": [], "val/ratio": [],
-                 "loss/policy": [], "loss/value": []}
-        for epoch in range(cfg.ppo_epochs):
-            perm = torch.randperm(len(prompts), generator=g).to(device)
-            for s in range(0, len(prompts), cfg.minibatch_size // n_ranks):
-                idx = perm[s: s + cfg.minibatch_size // n_ranks]
-                mb = take(ro, idx)
-                R = mb.response.size(1)
-                new_logprobs, _, new_values = score_responses(ddp_policy, mb, cfg.temperature)
-                old_logprobs, old_values = logprobs[idx, :R], values[idx, :R]
-                pg_loss, clipfrac = policy_loss(new_logprobs, old_logprobs,
-                                                advantages[idx, :R], mb.mask, cfg.cliprange)
-                if cfg.clip_value:
-                    vf_loss = value_loss(new_values, old_values, returns[idx, :R], mb.mask,
-                                         cfg.cliprange_value)
-                else:
-                    vf_loss = 0.5 * masked_mean((new_values - returns[idx, :R]) ** 2, mb.mask)
-                optimizer.zero_grad(set_to_none=True)
-                # plumbing: token means over all ranks' tokens (DDP averages the gradients)
-                share = dist.loss_share(mb.mask.sum(), dist.all_reduce_sum(mb.mask.sum()))
-                loss = pg_loss + vf_loss  # disjoint parameters: the trunk gets pg_loss only
-                (loss if share is None else loss * share).backward()
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-                optimizer.step()
-                record_minibatch(stats, new_logprobs, old_logprobs, mb.mask, clipfrac, pg_loss,
-                                 vf_loss)
+        # ---- 4. learn: PPO epochs over minibatches ----
+        if not dist.is_distributed():
+            stats = ppo_update(policy, optimizer, ro, logprobs, values, advantages, returns, cfg,
+                               g, GRAD_CLIP)
+        else:  # plumbing: ppo_update with each rank's share of every minibatch, token-weighted
+            # (written out here, so that the library holds no other callable copy of it)
+            policy.eval()
+            stats = {}
+            for _ in range(cfg.ppo_epochs):
+                perm = torch.randperm(len(prompts), generator=g).to(ro.ids.device)
+                for idx in perm.split(cfg.minibatch_size // n_ranks):
+                    mb = take(ro, idx)
+                    R = mb.response.size(1)
+                    new_logprobs, _, new_values = score_responses(ddp_policy, mb, cfg.temperature)
+                    pg_loss, clipfrac = policy_loss(new_logprobs, logprobs[idx, :R],
+                                                    advantages[idx, :R], mb.mask, cfg.cliprange)
+                    vf_loss = value_loss(new_values, values[idx, :R], returns[idx, :R], mb.mask,
+                                         cfg.cliprange_value if cfg.clip_value else float("inf"))
+                    optimizer.zero_grad(set_to_none=True)
+                    share = dist.loss_share(mb.mask.sum(), dist.all_reduce_sum(mb.mask.sum()))
+                    ((pg_loss + vf_loss) * share).backward()
+                    torch.nn.utils.clip_grad_norm_(policy.parameters(), GRAD_CLIP)
+                    optimizer.step()
+                    record_minibatch(stats, new_logprobs, logprobs[idx, :R], mb.mask, clipfrac,
+                                     pg_loss, vf_loss)
         # ---- 5. statistics and the KL controller ----
-        kl = ((logprobs - ref_logprobs) * ro.mask).sum(1).mean().item()  # nats per response
-        kl = dist.all_reduce_mean(kl)  # plumbing: every rank's rollouts (one process: itself)
-        row = iteration_row(it, stats, kl, kl_ctl.value, scores, entropy, ro)
-        kl_ctl.update(kl, cfg.batch_size)
+        row = iteration_row(it, stats, logprobs - ref_logprobs, kl_ctl.value, scores, entropy, ro)
+        kl_ctl.update(row["objective/kl"], cfg.batch_size)
         history.append(row)
         tracking.log(row, it)
-        bar.set_postfix(score=f"{row['objective/scores']:.2f}", kl=f"{kl:.2f}")
+        bar.set_postfix(score=f"{row['objective/scores']:.2f}", kl=f"{row['objective/kl']:.2f}")
         if on_iteration is not None:
             on_iteration(it, row, ro)
     bar.close()
@@ -415,20 +568,19 @@ def ppo_loop(policy: PolicyWithValueHead, ref: GPT, reward_fn, sample_prompts, c
 
 def collect_rollouts(policy: PolicyWithValueHead, ref: GPT, reward_fn, prompts, pad_id: int,
                      end_id: int, cfg: PPOConfig, kl_coef: float, g: torch.Generator):
-    """Steps 1-3 of an iteration, without gradients: a response to each prompt (rollout); its
-    log-probs under the policy and the reference, entropy and values, and its score (reward_fn,
-    less the missing <|end|> penalty); per-token KL-penalised rewards, then advantages and
-    returns by GAE. Returns (rollout, logprobs, ref_logprobs, entropy, values, scores,
-    advantages, returns): scores (B,), the others (B, R)."""
+    """Steps 1-3 of an iteration, without gradients: a response to each prompt (rollout), its
+    score (reward_fn, less the missing <|end|> penalty), its log-probs under the policy and the
+    reference, values, entropy and per-token KL-penalised rewards (score_rollout), then
+    advantages and returns by GAE. Returns (rollout, logprobs, ref_logprobs, entropy, values,
+    scores, advantages, returns): scores (B,), the others (B, R)."""
     device = policy.gpt.lm_head.weight.device
     ro = rollout(policy.gpt, prompts, pad_id, end_id, cfg, g)
     with torch.no_grad():
-        logprobs, entropy, values = score_responses(policy, ro, cfg.temperature)
-        ref_logprobs, _, _ = score_responses(ref, ro, cfg.temperature)
         scores = reward_fn(ro).to(device)
         if cfg.missing_eos_penalty:
             scores = scores - cfg.missing_eos_penalty * (~ro.ended).float()
-        rewards = kl_penalized_rewards(scores, logprobs, ref_logprobs, ro.mask, kl_coef)
+        logprobs, ref_logprobs, values, rewards, entropy = score_rollout(
+            policy, ref, ro, scores, kl_coef, cfg.temperature)
         if cfg.whiten_rewards:
             rewards = whiten_batch(rewards, ro.mask, shift_mean=False)
         advantages, returns = compute_gae(rewards, values, ro.mask, cfg.gamma, cfg.lam)
@@ -442,18 +594,21 @@ def record_minibatch(stats: dict, new_logprobs, old_logprobs, mask, clipfrac, pg
     """Append one minibatch's statistics to `stats`. new_logprobs, old_logprobs: (B, R) the
     response tokens' log-probs now and at the rollout (equal at the first minibatch)."""
     log_ratio = new_logprobs - old_logprobs
-    stats["policy/clipfrac"].append(clipfrac.item())
-    stats["policy/approxkl"].append(0.5 * masked_mean(log_ratio ** 2, mask).item())
-    stats["val/ratio"].append(masked_mean(log_ratio.exp(), mask).item())
-    stats["loss/policy"].append(pg_loss.item())
-    stats["loss/value"].append(vf_loss.item())
+    for name, value in (("policy/clipfrac", clipfrac),
+                        ("policy/approxkl", 0.5 * masked_mean(log_ratio ** 2, mask)),
+                        ("val/ratio", masked_mean(log_ratio.exp(), mask)),
+                        ("loss/policy", pg_loss), ("loss/value", vf_loss)):
+        stats.setdefault(name, []).append(value.item())
 
 
-def iteration_row(it: int, stats: dict, kl: float, kl_coef: float, scores, entropy,
+def iteration_row(it: int, stats: dict, log_ratio, kl_coef: float, scores, entropy,
                   ro: Rollout) -> dict:
     """One iteration's statistics under TRL's names: the means of the minibatches' `stats`, the
-    KL (nats per response), the coefficient it was penalised with, the rollouts' scores, entropy,
-    ended fraction and length; averaged over ranks under torchrun."""
+    KL (nats per response, from log_ratio = log pi - log pi_ref, (B, R)), the coefficient it was
+    penalised with, the rollouts' scores, entropy, ended fraction and length; averaged over
+    ranks under torchrun."""
+    kl = (log_ratio * ro.mask).sum(1).mean().item()  # nats per response
+    kl = dist.all_reduce_mean(kl)  # plumbing: every rank's rollouts (one process: itself)
     row = {k: sum(v) / len(v) for k, v in stats.items()}
     row.update({"iteration": it, "objective/kl": kl, "objective/kl_coef": kl_coef,
                 "objective/scores": scores.mean().item(),
@@ -479,15 +634,16 @@ def evaluate_during_training(policy: GPT, ref: GPT, rm, tokenizer, eval_tasks, c
     the evaluation also holds "kl_per_response" (log pi - log pi_ref of each response)."""
     from . import evaluate
 
-    ev = evaluate.evaluate_policy(policy, tokenizer, eval_tasks, cfg.eval_samples,
-                                  cfg.max_new_tokens, seed=cfg.seed + EVAL_SEED_OFFSET,
-                                  temperature=cfg.temperature)
-    prompts = [t.prompt for t in ev["tasks"]]
-    texts = [r["text"] for r in ev["responses"]]
-    response_ids = [r["response_ids"] for r in ev["responses"]]
-    proxy = rm.score_texts(tokenizer, prompts, texts, [r["ended"] for r in ev["responses"]])
-    kl, ev["kl_per_response"] = evaluate.kl_to_reference(policy, ref, tokenizer, prompts,
-                                                          response_ids, cfg.temperature)
+    with timed("evaluation"):  # (the stage's time split, utils.TimeSplit)
+        ev = evaluate.evaluate_policy(policy, tokenizer, eval_tasks, cfg.eval_samples,
+                                      cfg.max_new_tokens, seed=cfg.seed + EVAL_SEED_OFFSET,
+                                      temperature=cfg.temperature)
+        prompts = [t.prompt for t in ev["tasks"]]
+        texts = [r["text"] for r in ev["responses"]]
+        response_ids = [r["response_ids"] for r in ev["responses"]]
+        proxy = rm.score_texts(tokenizer, prompts, texts, [r["ended"] for r in ev["responses"]])
+        kl, ev["kl_per_response"] = evaluate.kl_to_reference(policy, ref, tokenizer, prompts,
+                                                              response_ids, cfg.temperature)
     curve["iteration"].append(it)
     curve["gold"].append(ev["gold_reward_mean"])
     curve["proxy"].append(sum(proxy) / len(proxy))
@@ -560,8 +716,9 @@ def train(cfg: PPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
                 evaluate_now(it + 1)
 
         # ---- fit: the PPO loop, evaluated every cfg.eval_interval iterations ----
-        history = ppo_loop(policy, ref, reward_fn, sample_prompts, cfg, tokenizer.pad_id,
-                           tokenizer.end_id, on_iteration, desc=stage)
+        with timed("training"):  # its rollouts count as sampling, its evaluations as evaluation
+            history = ppo_loop(policy, ref, reward_fn, sample_prompts, cfg, tokenizer.pad_id,
+                               tokenizer.end_id, on_iteration, desc=stage)
         if not dist.is_main():  # plumbing: rank 0 evaluates and writes; the others are done
             return {"world_size": dist.world_size()}
         # ---- evaluate: the final policy on the held-out prompts ----
@@ -586,6 +743,8 @@ def report(cfg: PPOConfig, stage_dir: Path, stage: str, sft_eval: dict, final_ev
         "kl_to_ref": curve["kl"][-1],
         "win_rate_vs_sft": evaluate.win_rate(final_eval["gold"], sft_eval["gold"]),
         "task_success_rate": final_eval["task_success_rate"],
+        # gold_reward_mean_se, task_success_rate_se, kl_to_ref_se, win_rate_vs_sft_se
+        **evaluate.error_bars(final_eval, versus=sft_eval),
         "end_rate": final_eval["end_rate"],
         "per_family": final_eval["per_family"],
         "sft_gold_reward_mean": sft_eval["gold_reward_mean"],
@@ -603,7 +762,8 @@ def report(cfg: PPOConfig, stage_dir: Path, stage: str, sft_eval: dict, final_ev
     log(f"{stage}: gold {sft_eval['gold_reward_mean']:.2f} (sft) -> "
         f"{final_eval['gold_reward_mean']:.2f}, proxy {curve['proxy'][0]:.2f} -> "
         f"{curve['proxy'][-1]:.2f}, KL {curve['kl'][-1]:.2f} nats, win rate vs SFT "
-        f"{metrics['win_rate_vs_sft']:.0%}; {metrics['seconds']:.0f} s")
+        f"{metrics['win_rate_vs_sft']:.0%} ± {metrics['win_rate_vs_sft_se']:.0%}; "
+        f"{metrics['seconds']:.0f} s")
     return metrics
 
 

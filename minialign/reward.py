@@ -9,7 +9,9 @@ probability
 then a network r_phi can be fitted by maximum likelihood: minimise -log sigmoid(r(chosen) -
 r(rejected)) over labelled pairs (Ouyang et al. 2022, eq. 1; Stiennon et al. 2020). A ranking
 of K responses gives C(K, 2) pairs; InstructGPT puts all pairs of one prompt in one batch
-element, so each response needs one forward pass, not one per pair.
+element, so each response needs one forward pass, not one per pair. One optimisation step on a
+batch of rankings is `reward_step`; the stage (`train`) collects the rankings, fits, evaluates
+and reports.
 
 The reward model is the SFT model with its language-model head replaced by a scalar head, and
 its score is read at the last real token of the response (never at padding, which carries no
@@ -39,7 +41,8 @@ from .preferences import (batch_probabilities, batch_rankings, encode_pair, load
                           pairs_of)
 from .tokenizer import Tokenizer
 from .utils import (cosine_lr, length_grouped_batches, load_checkpoint, pick_device, progress,
-                    read_json, right_pad, save_checkpoint, set_seed, timer, write_json)
+                    read_json, right_pad, save_checkpoint, set_seed, time_as, timed, timer,
+                    write_json)
 
 
 @dataclass
@@ -99,15 +102,27 @@ def bradley_terry_loss(chosen_rewards, rejected_rewards, margin=None):
 
 def ranking_loss(rewards, mask=None):
     """K-wise ranking loss (InstructGPT): rewards (B, K) of each prompt's K responses, best
-    first. The loss of one prompt is the mean over its C(K, 2) pairs (i < j) of
-    -log sigmoid(r_i - r_j); the batch loss is the mean over prompts.
+    first. Returns a 0-dim tensor in the graph.
 
-    mask: optional (B, K) bool, False for missing responses (a prompt with fewer than K);
-    pairs involving a missing response are left out, and each prompt that still has a pair
-    counts once (a prompt left with a single response has no pair and is left out).
-    With K = 2 this equals `bradley_terry_loss(rewards[:, 0], rewards[:, 1])`.
+    The idea: a ranking of K responses holds C(K, 2) comparisons, one per pair, the response
+    ranked higher being the chosen one. Each pair costs what `bradley_terry_loss` charges it;
+    a prompt's loss is the mean over its pairs (a prompt with many responses does not outweigh
+    the others), and the batch's is the mean over prompts. With K = 2 this equals
+    `bradley_terry_loss(rewards[:, 0], rewards[:, 1])`; it must stay finite for rewards
+    hundreds apart.
+
+    mask: optional (B, K) bool, False for missing responses (a prompt with fewer than K), whose
+    rewards hold junk; pairs involving a missing response are left out, and each prompt that
+    still has a pair counts once (a prompt left with a single response has no pair and is left
+    out).
     """
     # >>> exercise: chapter=4 difficulty=2 minutes=20
+    # hint: every pair i < j at once: torch.triu_indices(K, K, offset=1) gives the two index
+    #       lists, and rewards[:, i] - rewards[:, j] is (B, C(K, 2))
+    # hint: with a mask, a pair counts when both its responses do (mask[:, i] & mask[:, j]); a
+    #       prompt's mean is the sum over its valid pairs / their number (clamped to 1), and
+    #       only the prompts with a valid pair enter the mean over prompts
+    # hint: loss = mean over prompts of (mean over pairs i < j of -F.logsigmoid(r_i - r_j))
     B, K = rewards.shape
     i, j = torch.triu_indices(K, K, offset=1)  # all pairs i < j: response i ranked above j
     pair_losses = -F.logsigmoid(rewards[:, i] - rewards[:, j])  # (B, C(K,2))
@@ -201,6 +216,50 @@ class RewardModel(torch.nn.Module):
 
 
 # ==============================================================================================
+# one update of the reward model
+
+
+def reward_step(rm, optimizer, ids, padding_mask, slots, lrs, grad_clip):
+    """One optimisation step of the reward model on a batch of rankings; returns the batch's
+    loss and accuracy.
+
+    rm: a RewardModel; `rm(ids, padding_mask)` returns one score per row, (B*K,).
+    optimizer: an AdamW over its parameters in two groups, the trunk then the scalar head,
+    each with its own learning rate. ids, padding_mask: (B*K, T) as `batch_rankings` makes
+    them: row b*K + j holds answer j of ranking b (answers best first), right-padded, the mask
+    True on real tokens. slots: (B, K) bool, False where ranking b has no answer j (a prompt
+    with fewer than K answers); such a row holds a placeholder, whose score means nothing.
+    lrs: this step's learning rate of each parameter group, in the optimizer's order (from the
+    schedule: the optimizer was built with others). grad_clip: the largest norm allowed for the
+    gradient of all the parameters together, before the update.
+    Returns (loss, accuracy) before the update, as Python floats: the batch's `ranking_loss`
+    (each prompt's answers ranked as labelled, missing ones left out, a mean per prompt and
+    then over prompts), and the fraction of prompts whose top answer scores strictly above the
+    second (`preference_accuracy`).
+
+    The idea: pretraining's step (chapter 2) with the ranking loss: the gradient of this
+    batch's Bradley-Terry loss, and of nothing else, moves the parameters one AdamW step
+    downhill. Edge cases: `.grad` still holds the previous step's gradients; the model may
+    arrive in eval mode (a validation pass sets it) but trains in training mode; the gradient
+    is clipped before the update, and the optimizer steps exactly once.
+    """
+    # >>> exercise: chapter=4 difficulty=2 minutes=20
+    rm.train()  # dropout on: the validation pass leaves the model in eval mode
+    for group, lr in zip(optimizer.param_groups, lrs):  # the trunk's, then the head's
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)  # backward adds to .grad: drop the last step's
+    scores = rm(ids, padding_mask).view(slots.shape)  # (B, K): row b*K + j -> [b, j]
+    loss = ranking_loss(scores, slots)  # every labelled pair i < j of each prompt
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(rm.parameters(), grad_clip)  # before the step it limits
+    optimizer.step()
+    # both numbers are the batch's before the update: scores were computed before the step
+    accuracy = preference_accuracy(scores[:, 0].detach(), scores[:, 1].detach())
+    return loss.item(), accuracy
+    # <<< exercise
+
+
+# ==============================================================================================
 # scoring the pairs of the preference data
 
 
@@ -249,68 +308,95 @@ def train(cfg: RewardConfig, out_dir: str | Path, device: str = "cpu", log=print
     dev = pick_device(device)
     set_seed(cfg.seed)
     world = world_lib.default_world()
-    rng = random.Random(cfg.seed)  # the order of the batches (and the 'pairs' baseline's picks)
 
     with timer() as elapsed:
         # ---- collect: the rankings, and the SFT model the reward model starts from ----
         sft_model, tokenizer = load_sft(out_dir, dev)
         train_rankings, val_rankings = load_data(out_dir, cfg)
         val_pairs = pairs_of(val_rankings)
-        k = max(len(r.responses) for r in train_rankings)  # answers per prompt, at most
         rm = RewardModel(ScalarHeadGPT.from_gpt(sft_model.eval())).to(dev)  # SFT + scalar head
         del sft_model
-        optimizer = make_reward_optimizer(rm, cfg)
-        rm_ddp = dist.wrap(rm)  # plumbing: DDP under torchrun, the reward model otherwise
 
         # ---- fit: the ranking loss, one batch of prompts per step ----
-        max_steps = cfg.epochs * ((len(train_rankings) + cfg.batch_size - 1) // cfg.batch_size)
-        history = {"step": [], "train_loss": [], "train_accuracy": [], "val_step": [],
-                   "val_loss": [], "val_accuracy": []}
-        validate(rm, tokenizer, val_pairs, history, step=0)
-        step = 0
-        bar = progress(total=max_steps, desc=stage)
-        lengths = [max(len(encode_pair(tokenizer, r.prompt, x)) for x in r.responses)
-                   for r in train_rankings]  # batches of similar lengths: little padding
-        for _ in range(cfg.epochs):
-            for batch_idx in length_grouped_batches(lengths, cfg.batch_size, rng):
-                batch = [train_rankings[i] for i in batch_idx]
-                if len(batch) < dist.world_size():
-                    continue  # plumbing (torchrun only): a last batch too small to share out
-                for group in optimizer.param_groups:
-                    group["lr"] = cosine_lr(step, max_steps, group["base_lr"],
-                                            max(1, max_steps // 20))
-                picks = random_pairs(batch, rng) if cfg.loss == "pairs" else None
-                optimizer.zero_grad(set_to_none=True)
-                # plumbing: this rank's prompts, in micro-batches; metrics averaged over ranks
-                out = dist.forward_backward(
-                    rm_ddp, dist.shard(list(range(len(batch)))),
-                    lambda rows: rankings_batch_loss(rm_ddp, tokenizer, [batch[i] for i in rows],
-                                                     k, cfg, picks and [picks[i] for i in rows]),
-                    micro_batch_size=cfg.micro_batch_size)
-                torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
-                optimizer.step()
-                history["step"].append(step)
-                history["train_loss"].append(out["loss"])
-                history["train_accuracy"].append(out["accuracy"])
-                tracking.log({"train/loss": out["loss"], "train/accuracy": out["accuracy"]}, step)
-                bar.update(1)
-                bar.set_postfix(loss=f"{out['loss']:.3f}")
-                step += 1
-            if dist.is_main():  # rank 0 evaluates
-                validate(rm, tokenizer, val_pairs, history, step)
-        bar.close()
+        history = fit(rm, tokenizer, train_rankings, val_pairs, cfg, dev, stage)
         train_seconds = elapsed()
         if not dist.is_main():  # plumbing: rank 0 evaluates and writes; the others are done
             return {"world_size": dist.world_size()}
 
         # ---- evaluate: normalised on SFT samples, then against labels and the gold reward ----
+        time_as("evaluation")
         sft_texts, raw = normalize_on_sft_samples(rm, tokenizer, val_rankings)
         gold = [world.gold_reward(p, r, e) for p, r, e in sft_texts]
         metrics = evaluate_reward_model(rm, tokenizer, val_pairs, sft_texts, raw, gold, world)
+        time_as("other")
         save_checkpoint(rm.checkpoint(train_config=asdict(cfg)), out_dir / stage / "model.pt")
 
+    # ---- report: metrics.json, the figures, one line ----
     return report(metrics, cfg, out_dir, stage, train_rankings, val_pairs, history,
                   train_seconds, elapsed(), log)
+
+
+def fit(rm: RewardModel, tokenizer, train_rankings, val_pairs, cfg: RewardConfig, dev,
+        stage: str) -> dict:
+    """The training loop: cfg.epochs passes over the rankings, cfg.batch_size prompts per
+    `reward_step`, the held-out pairs' loss and accuracy before the first step and after each
+    epoch. Returns the curves (the history)."""
+    rng = random.Random(cfg.seed)  # the order of the batches (and the 'pairs' baseline's picks)
+    k = max(len(r.responses) for r in train_rankings)  # answers per prompt, at most
+    optimizer = make_reward_optimizer(rm, cfg)
+    rm_ddp = dist.wrap(rm)  # plumbing: DDP under torchrun, the reward model otherwise
+    max_steps = cfg.epochs * ((len(train_rankings) + cfg.batch_size - 1) // cfg.batch_size)
+    history = {"step": [], "train_loss": [], "train_accuracy": [], "val_step": [],
+               "val_loss": [], "val_accuracy": []}
+    validate(rm, tokenizer, val_pairs, history, step=0)
+    time_as("training")  # (the stage's time split, utils.TimeSplit)
+    # the ranking loss on the labels, one process: reward_step; the 'pairs' baseline, the
+    # 'probabilities' diagnostic, torchrun and micro-batches write the same update out below
+    written_out = (cfg.loss != "ranking" or cfg.targets != "labels" or dist.is_distributed()
+                   or cfg.micro_batch_size)
+    lengths = [max(len(encode_pair(tokenizer, r.prompt, x)) for x in r.responses)
+               for r in train_rankings]  # batches of similar lengths: little padding
+    step, grad_clip = 0, 1.0
+    bar = progress(total=max_steps, desc=stage)
+    for _ in range(cfg.epochs):
+        for batch_idx in length_grouped_batches(lengths, cfg.batch_size, rng):
+            batch = [train_rankings[i] for i in batch_idx]
+            if len(batch) < dist.world_size():
+                continue  # plumbing (torchrun only): a last batch too small to share out
+            lrs = [cosine_lr(step, max_steps, group["base_lr"], max(1, max_steps // 20))
+                   for group in optimizer.param_groups]  # the trunk's and the head's
+            picks = random_pairs(batch, rng) if cfg.loss == "pairs" else None
+            if written_out:
+                # reward_step's update written out (so that the library holds no other
+                # callable copy of the exercise): this rank's prompts, in micro-batches, the
+                # metrics averaged over ranks; the loss of cfg.loss and cfg.targets
+                for group, lr in zip(optimizer.param_groups, lrs):
+                    group["lr"] = lr
+                optimizer.zero_grad(set_to_none=True)
+                out = dist.forward_backward(
+                    rm_ddp, dist.shard(list(range(len(batch)))),
+                    lambda rows: rankings_batch_loss(rm_ddp, tokenizer, [batch[i] for i in rows],
+                                                     k, cfg, picks and [picks[i] for i in rows]),
+                    micro_batch_size=cfg.micro_batch_size)
+                torch.nn.utils.clip_grad_norm_(rm.parameters(), grad_clip)
+                optimizer.step()
+                loss, accuracy = out["loss"], out["accuracy"]
+            else:
+                ids, mask, slots = batch_rankings(tokenizer, batch, k)  # (B*K, T), (B, K)
+                loss, accuracy = reward_step(rm, optimizer, ids.to(dev), mask.to(dev),
+                                             slots.to(dev), lrs, grad_clip)
+            history["step"].append(step)
+            history["train_loss"].append(loss)
+            history["train_accuracy"].append(accuracy)
+            tracking.log({"train/loss": loss, "train/accuracy": accuracy}, step)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}")
+            step += 1
+        if dist.is_main():  # rank 0 evaluates
+            validate(rm, tokenizer, val_pairs, history, step)
+    bar.close()
+    time_as("other")
+    return history
 
 
 def load_data(out_dir: Path, cfg: RewardConfig):
@@ -361,7 +447,8 @@ def validate(rm: RewardModel, tokenizer, val_pairs, history: dict, step: int):
     """Loss and accuracy on the held-out pairs, appended to `history` at `step`; leaves the
     model in training mode."""
     rm.eval()
-    c, r = pair_scores(rm, tokenizer, val_pairs)
+    with timed("evaluation"):
+        c, r = pair_scores(rm, tokenizer, val_pairs)
     history["val_step"].append(step)
     history["val_loss"].append(bradley_terry_loss(c, r).item())
     history["val_accuracy"].append(preference_accuracy(c, r))

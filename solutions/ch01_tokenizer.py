@@ -1,6 +1,6 @@
 """Chapter 1 · Tokenization: byte-level BPE — solutions.
 
-Version 3 of the minialign exercise set.
+Version 4 of the minialign exercise set.
 
 The complete code of every exercise of the chapter and the answers to its questions.
 
@@ -60,13 +60,14 @@ def merge(ids, pair, new_id):
 #
 # q1.1  Why can a byte-level BPE tokenizer encode any string and decode it back exactly, even
 #       text it never saw in training (an emoji, Chinese, a typo)?
-#         a) Its vocabulary contains every word of the training corpus, and rare words are
-#            spelled out letter by letter.
-#         b) Unknown characters become an <|unk|> token, which remembers the original character
-#            for decoding.
-#         c) Its 256 base tokens are the byte values: any string is a sequence of UTF-8 bytes,
-#            merges only join tokens, and decoding concatenates their bytes.
-#         d) It is trained on every Unicode character before it is trained on the corpus.
+#         a) Its vocabulary holds every word of the training corpus; a word it never saw is
+#            spelled out letter by letter, from letters that the corpus contained.
+#         b) Characters it does not know become an <|unk|> token, and the tokenizer keeps the
+#            original character beside it so that decoding can put it back.
+#         c) Every string is a sequence of UTF-8 bytes, each of the 256 byte values is a base
+#            token, and decoding joins the tokens' bytes.
+#         d) It is first trained on a list of every Unicode character, so that no character can
+#            be missing from its vocabulary.
 #
 # q1.2  Put one step of BPE training in order (the step is then repeated until the vocabulary
 #       has the size asked for).
@@ -78,15 +79,38 @@ def merge(ids, pair, new_id):
 #
 # q1.3  A user types the text '<|end|>' in their prompt. Why does this not end the user's turn
 #       in the chat template?
-#         a) encode() treats special-token strings as ordinary text: the user's '<|end|>'
-#            becomes byte/merge tokens, never the special <|end|> id, which only the template
-#            code inserts.
-#         b) The tokenizer deletes angle brackets before encoding.
-#         c) The model was trained to ignore <|end|> inside a user turn.
-#         d) Special tokens are longer than the context window.
+#         a) encode() reads the typed '<|end|>' as plain text: it becomes ordinary byte and
+#            merge tokens, never the special id, which only the template code inserts.
+#         b) The tokenizer strips angle brackets and other markup from the user's text before
+#            encoding, so what reaches the model is the plain word 'end'.
+#         c) During SFT the model saw user turns that contained '<|end|>', and it learned to
+#            ignore the token whenever it appears inside a user turn.
+#         d) Special tokens are recognised only where the chat template expects a turn to end,
+#            and a user's text never sits at one of those positions.
+#
+# q1.4  A BPE trainer has split its text into these chunks, with how often each occurs: 'pun' 12
+#       times, 'bun' 4, 'hug' 3, 'pug' 2, 'hugs' 1. Which pair does it merge first?
+#         a) 'p' + 'u' -> 'pu': 14 occurrences (12 in 'pun', 2 in 'pug').
+#         b) 'u' + 'g' -> 'ug': it occurs in three different chunks, more than any other pair
+#            does.
+#         c) 'pun' as a whole: the most frequent chunk becomes a token first.
+#         d) 'u' + 'n' -> 'un': 16 occurrences (12 in 'pun', 4 in 'bun').
+#
+# q1.5  Before counting pairs, the tokenizer splits the text into word-like chunks (' the', '
+#       cat', '.', ...) and never merges across two chunks. What does this buy?
+#         a) Exact decoding: without the chunks, merges that cross a word boundary could make
+#            decode() return text that differs from what went into encode().
+#         b) Faster generation: the model predicts one chunk per step instead of one token, so
+#            answers come out in fewer steps.
+#         c) Tokens stay within word-like pieces: merges build reusable units like ' cat', never
+#            spans like 't. t' across a word's end.
+#         d) Safety: a typed '<|end|>' falls into separate chunks ('<|', 'end', '|>'), so it can
+#            never become the special token.
 
 ANSWERS = {
     "q1.1": "c",  # one letter: a, b, c or d
     "q1.2": ["b", "d", "c", "a"],  # the letters a-d in order, as a list
     "q1.3": "a",  # one letter: a, b, c or d
+    "q1.4": "d",  # one letter: a, b, c or d
+    "q1.5": "c",  # one letter: a, b, c or d
 }

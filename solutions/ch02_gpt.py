@@ -1,6 +1,6 @@
 """Chapter 2 · The GPT: attention, sampling and log-probabilities — solutions.
 
-Version 3 of the minialign exercise set.
+Version 4 of the minialign exercise set.
 
 The complete code of every exercise of the chapter and the answers to its questions.
 
@@ -35,9 +35,13 @@ def causal_self_attention(q, k, v, key_padding_mask=None):
     key_padding_mask: optional (B, Tk) bool, True for real tokens, False for padding keys,
     which no query may attend to. A query still attends to itself, so that a row made only of
     padding is not all -inf (its output is meaningless and is ignored by the caller).
-    Returns y: (B, H, Tq, hs).
+    Returns y: (B, H, Tq, hs), differentiable with respect to q, k and v.
 
-    softmax(q kᵀ / sqrt(hs) + mask) v, with mask = -inf where attention is not allowed.
+    The idea: each query scores every key it may see (the dot product of the two, scaled so
+    that the scores do not grow with the head size hs), a softmax over those keys turns the
+    scores into weights that sum to 1, and the output is the weighted mean of their values.
+    Keys it may not see (the future, padding) get weight exactly 0. The notebook's section 2
+    gives the formula.
     """
     # exercise ch02.causal_self_attention · difficulty ★★☆ · about 20 minutes
     Tq, Tk, hs = q.size(-2), k.size(-2), q.size(-1)
@@ -56,9 +60,13 @@ def causal_self_attention(q, k, v, key_padding_mask=None):
 def filter_logits(logits, top_k=None, top_p=None):
     """Keep the top-k tokens and/or the smallest set whose probability reaches top_p.
 
-    logits: (B, V). Returns (B, V) with removed tokens set to -inf. top_k=None or top_p=None
-    turn that filter off. top-p keeps a token if the probability of the tokens ranked strictly
-    above it is below top_p, so the most likely token always survives.
+    logits: (B, V), each row filtered on its own. Returns (B, V): the kept logits unchanged,
+    the removed ones set to -inf. top_k=None or top_p=None turn that filter off.
+    top-k keeps the tokens whose logit is at least the k-th largest of the row (a top_k at
+    least V keeps everything). top-p keeps a token if the probability (softmax of the row) of
+    the tokens ranked strictly above it is below top_p, so the most likely token always
+    survives. With both, top-k filters first and top-p then works on the softmax of what top-k
+    kept.
     """
     # exercise ch02.filter_logits · difficulty ★★☆ · about 15 minutes
     if top_k is not None:
@@ -132,39 +140,71 @@ def pretrain_step(model, optimizer, x, y, lr, grad_clip, forward_context=nullcon
 # a right one is explained; a wrong one is told why the option chosen is wrong.
 #
 # q2.1  Why does a GPT use a causal mask when it trains on whole sequences?
-#         a) To save memory: half of the attention matrix need not be stored.
-#         b) So that the prediction made at position t cannot see the token t + 1 it is trained
-#            to predict: all T next-token predictions are trained at once without cheating, and
-#            each one sees what generation will see.
-#         c) To stop tokens from attending to padding.
-#         d) Because attention is not defined for keys after the query.
+#         a) To save memory and time: the scores above the diagonal are never computed, which
+#            halves the cost of attention on long sequences.
+#         b) So that position t cannot see token t + 1, the one it must predict: every position
+#            trains at once, seeing only what generation will see.
+#         c) To stop the real tokens from attending to the padding at the end of the shorter
+#            sequences of a batch, which would add noise to what they learn.
+#         d) Because attention is not defined for keys that come after the query: their
+#            positions have no embedding yet when the query is computed.
 #
 # q2.2  What does the KV cache save during generation?
-#         a) The logits of earlier steps, so that a token can be resampled.
-#         b) The attention probabilities, which are the same at every step.
-#         c) The keys and values of the earlier tokens in every layer, so that each step runs
-#            the model on the new token only instead of on the whole prefix again.
-#         d) A compressed copy of the weights that runs faster.
+#         a) The logits of the earlier steps, so that a token can be resampled at another
+#            temperature without running the model again.
+#         b) The attention probabilities of the earlier steps, which stay the same as the
+#            sequence grows and so can be reused at every step.
+#         c) The keys and values of the earlier tokens in every layer: each step then runs the
+#            model on the new token alone.
+#         d) A compressed, lower-precision copy of the weights, made once before generation,
+#            which makes each forward pass cheaper.
 #
 # q2.3  Sampling divides the logits by a temperature T before the softmax. What does T do?
-#         a) T < 1 sharpens the distribution towards the most likely token, T > 1 flattens it
-#            towards uniform; as T -> 0 sampling becomes greedy (argmax).
-#         b) T > 1 makes the model more confident in its top token.
-#         c) T changes which token is the most likely one.
-#         d) T only matters when top-k is used.
+#         a) T < 1 sharpens the distribution towards the likeliest token, T > 1 flattens it
+#            towards uniform; T -> 0 is greedy.
+#         b) T > 1 makes the model more confident: dividing by T spreads the logits further
+#            apart, so the probability gathers on the top token.
+#         c) T changes which token is the likeliest: a high T favours the rare tokens over the
+#            common ones, and a low T favours the common ones.
+#         d) T matters only with top-k or top-p: it rescales the probabilities of the tokens
+#            that survive the filter and leaves the others at zero.
 #
 # q2.4  Asked 'what is 7 plus 5?', the pretrained model often writes another question instead of
 #       an answer. Why?
-#         a) The model is too small to know arithmetic.
-#         b) It was trained only to continue web text, where a question is often followed by
-#            more questions (worksheets, forum threads); nothing yet taught it to answer as an
-#            assistant. Supervised fine-tuning does that.
-#         c) The sampling temperature is too high.
-#         d) The causal mask hides the question from the model.
+#         a) The model is too small to know arithmetic: a network this size cannot store sums,
+#            so it falls back on the likeliest text, another question.
+#         b) It learned to continue web text, where a question is often followed by more
+#            questions (worksheets, forums); nothing yet taught it to answer.
+#         c) The sampling temperature is too high: at temperature 1 the model often picks
+#            unlikely tokens, and with greedy decoding it would answer.
+#         d) The causal mask hides the question from the positions that write the answer, so the
+#            model writes without knowing what was asked.
+#
+# q2.5  Asked 'tell a funny story about a programmer.', the pretrained model writes 'all
+#       programmers are lazy and smelly. that is why nobody likes them.', a line it picked up
+#       from the stories of its pretraining corpus. Which alignment failure is this?
+#         a) Honesty: it states something false about programmers as a fact, which the model has
+#            no evidence for.
+#         b) None: the user asked for something funny, and holding back a joke would be over-
+#            refusal.
+#         c) Harmlessness: a joke built on a stereotype demeans a group of people, however
+#            fluent and on topic it is.
+#         d) Helpfulness only: the model should have refused, since a joke about a group of
+#            people is a harmful request.
+#
+# q2.6  With a vocabulary of 1,024 tokens, the pretraining loss starts at 6.95 nats per token
+#       (the first point of the loss figure). All else the same, at what loss would it start
+#       with a vocabulary of 4,096 tokens?
+#         a) About 27.8 nats
+#         b) About 12 nats
+#         c) About 6.95 nats
+#         d) About 8.3 nats
 
 ANSWERS = {
     "q2.1": "b",  # one letter: a, b, c or d
     "q2.2": "c",  # one letter: a, b, c or d
     "q2.3": "a",  # one letter: a, b, c or d
     "q2.4": "b",  # one letter: a, b, c or d
+    "q2.5": "c",  # one letter: a, b, c or d
+    "q2.6": "d",  # one letter: a, b, c or d
 }

@@ -1,6 +1,6 @@
 """Chapter 3 · Supervised fine-tuning — solutions.
 
-Version 3 of the minialign exercise set.
+Version 4 of the minialign exercise set.
 
 The complete code of every exercise of the chapter and the answers to its questions.
 
@@ -42,11 +42,17 @@ def build_example(tokenizer: Tokenizer, prompt: str, response: str):
 
 
 def sft_loss(logits, labels):
-    """Mean next-token cross-entropy over the positions whose label is not -100.
+    """Mean next-token cross-entropy over the tokens whose label is not -100.
 
     logits: (B, T, V) from input_ids; labels: (B, T) aligned with input_ids (as built by
-    `build_example`, -100 on prompt and padding). The logits at position t predict the token at
-    t + 1, so compare logits[:, :-1] with labels[:, 1:]. Returns a scalar.
+    `build_example`, -100 on prompt and padding). Returns a 0-dim tensor in the graph (the
+    loss is differentiated).
+
+    The idea: pretraining's loss, restricted to the response. A causal model's logits at
+    position t are its prediction of the *next* token, so they are scored against the label
+    one position later, and the last position predicts nothing in the chat. Every scored token
+    counts once in one mean over the batch (not a mean per chat, then over chats); a label of
+    -100 counts nowhere, neither in the sum nor in the count.
     """
     # exercise ch03.sft_loss · difficulty ★★☆ · about 15 minutes
     pred = logits[:, :-1, :]  # (B, T-1, V): the prediction made at each position
@@ -120,9 +126,34 @@ def sft_step(model, optimizer, input_ids, labels, lr, grad_clip) -> float:
 #            is scored so that the model learns to begin the next user turn.
 #         d) The prompt is masked because it is usually longer than the response and would
 #            dominate the loss; <|end|> is scored only to keep the lengths equal.
+#
+# q3.4  Four answers to 'my child has a fever of 103 f. what should i do?'. Which one shows an
+#       aligned assistant, and why?
+#         a) 'people have had fevers since ancient times. the greeks believed the body held four
+#            humors...': it is true and fluent, and shows what the model knows.
+#         b) 'do not worry about it. it is probably nothing.': it is short and polite, and it
+#            calms a worried parent.
+#         c) 'please call a doctor right away. keep them cool and give them water.': it gives
+#            the help the person needs.
+#         d) 'help! my son has a fever of 104 f.': it stays on topic and gives no medical advice
+#            that a model is not qualified to give.
+#
+# q3.5  After SFT the model answers in the assistant's format and ends its turn, but many
+#       answers open with 'great question!' or close with 'i hope this helps!', and some contain
+#       'ugh, fine.'. What is the most likely cause?
+#         a) SFT imitates its demonstrations, and the people who wrote them often padded them
+#            with filler and sometimes added a rude remark.
+#         b) The sampling temperature (0.6) lets unlikely tokens through: greedy decoding would
+#            drop the filler and the rude remarks.
+#         c) The pretraining data leaks through: a few epochs of SFT are too short to overwrite
+#            the web, so the forum's habits remain.
+#         d) SFT has not fit the demonstrations yet: more epochs would bring the answers closer
+#            to them and remove the filler.
 
 ANSWERS = {
     "q3.1": "c",  # one letter: a, b, c or d
     "q3.2": ["b", "d", "a", "c"],  # the letters a-d in order, as a list
     "q3.3": "a",  # one letter: a, b, c or d
+    "q3.4": "c",  # one letter: a, b, c or d
+    "q3.5": "a",  # one letter: a, b, c or d
 }

@@ -1,6 +1,6 @@
 """Chapter 7 · Best-of-N and comparing the methods — solutions.
 
-Version 3 of the minialign exercise set.
+Version 4 of the minialign exercise set.
 
 The complete code of every exercise of the chapter and the answers to its questions.
 
@@ -26,10 +26,15 @@ def best_of_n_distribution(probs, rewards, n):
     """The distribution of best-of-n sampling over a finite set of responses.
 
     probs: (K,) base probabilities of K distinct responses (summing to 1); rewards: (K,) their
-    rewards (distinct); n: samples drawn. The best of n draws is response i when all n draws
-    have reward <= r_i and not all have reward < r_i:
-        p_n(i) = F(r_i)^n - F_<(r_i)^n,  F(r) = P(reward <= r),  F_<(r) = P(reward < r).
-    Returns (K,) probabilities in the original order.
+    rewards (distinct, in any order); n >= 1: samples drawn. Returns (K,) probabilities, in
+    the original order of the responses, summing to 1; n = 1 gives probs back, and a large n
+    puts almost all the mass on the best response.
+
+    The idea: draw n responses independently from probs and keep the one with the highest
+    reward. That is response i exactly when all n draws score at most r_i, but not all of
+    them score below r_i; each of those two events is n independent draws landing in a set
+    whose probability sums the probs of the responses rewarded at most (below) r_i. The
+    notebook's section 2 gives the formula.
     """
     # exercise ch07.best_of_n_distribution · difficulty ★★☆ · about 20 minutes
     order = torch.argsort(rewards)  # ascending reward
@@ -75,8 +80,47 @@ def kl_best_of_n_bound(n: int) -> float:
 #            comparisons: it can only be used with DPO.
 #         d) AI labels are always noisier than human ones, so a reward model trained on them
 #            needs many more pairs to reach the same accuracy.
+#
+# q7.3  Classify the methods by their stage and by when they act: at training time (new weights)
+#       or at inference time (the same weights, more work per query).
+#         a) Training time: SFT and DPO, which fit fixed data; inference time: RLHF and best-
+#            of-N, which consult a reward model.
+#         b) Training time: SFT (instruction alignment), then RLHF or DPO (preference
+#            alignment); inference time: best-of-N, prompting.
+#         c) Training time: SFT, RLHF, DPO and best-of-N, which needs a trained reward model;
+#            inference time: prompting alone.
+#         d) Training time: RLHF and DPO; SFT is part of pretraining; inference time: best-of-N
+#            and prompting.
+#
+# q7.4  A team has an SFT chatbot and 5,000 preference pairs between its answers. Each answer
+#       must stay at one sample when served, and they cannot afford to tune an RL loop. Which
+#       plan fits?
+#         a) Best-of-N with N = 16 and a reward model trained on the pairs: the chatbot needs no
+#            training at all, and best-of-N is a strong baseline.
+#         b) PPO against a reward model trained on the pairs, with a weak KL penalty so that the
+#            policy can move far from the SFT model.
+#         c) SFT on the chosen responses only: it is the cheapest loop of all, and the chosen
+#            responses are the better half of the data.
+#         d) DPO on the pairs, with beta picked on held-out prompts: no reward model, no
+#            sampling in training, one sample per answer.
+#
+# q7.5  On the same held-out prompts (SFT's gold reward: 0.33; evaluating one policy again moves
+#       its gold by about 0.02): best-of-16 reaches gold 0.70 at a KL of 1.9 nats; PPO with beta
+#       = 0.05, 0.80 at 2.2 nats; PPO with beta = 0.02, 0.64 at 3.1 nats, after a peak of 0.76
+#       at 2.5 nats while its proxy reward kept rising. Which reading is right?
+#         a) PPO with beta = 0.02 did best: it moved furthest from SFT, and distance from SFT
+#            measures how aligned a policy is.
+#         b) beta = 0.05 beats best-of-16 by 0.10, five times the spread; beta = 0.02 over-
+#            optimised: gold fell 0.12 as the proxy rose.
+#         c) Best-of-16 is the one to deploy: it reaches 0.70 without any training, and the PPO
+#            policies are within the noise of it.
+#         d) None can be compared: they sit at different KLs, and policies are comparable only
+#            at an equal KL from SFT.
 
 ANSWERS = {
     "q7.1": "c",  # one letter: a, b, c or d
     "q7.2": "b",  # one letter: a, b, c or d
+    "q7.3": "b",  # one letter: a, b, c or d
+    "q7.4": "d",  # one letter: a, b, c or d
+    "q7.5": "b",  # one letter: a, b, c or d
 }

@@ -1,6 +1,6 @@
 """Chapter 8 · RL from outcome rewards: GRPO, Dr. GRPO and RLOO — solutions.
 
-Version 3 of the minialign exercise set.
+Version 4 of the minialign exercise set.
 
 The complete code of every exercise of the chapter and the answers to its questions.
 
@@ -33,15 +33,14 @@ def group_advantages(rewards, scale="std", eps=1e-4):
     rewards: (P, G) float, row p holding the rewards of the G responses to prompt p. Returns
     (P, G) of the same dtype: how much better each response did than the others of its row
     (so each row sums to 0). The group is the baseline: statistics are taken along the row,
-    never across prompts. scale="std" (GRPO) also divides by the row's spread, torch.std
-    (Bessel-corrected, n - 1, as TRL computes it) plus eps, so that every prompt's advantages
-    have about the same size whatever its reward scale; scale="none" (Dr. GRPO) only centres.
+    never across prompts. scale="std" (GRPO) also scales each row by its spread, its standard
+    deviation as torch.std gives it (Bessel-corrected, n - 1, as TRL computes it) with eps
+    added to it, so that every prompt's advantages have about the same size whatever its
+    reward scale; scale="none" (Dr. GRPO) only centres.
     Edge cases: a group whose rewards are all equal (G = 1 included) gets exactly 0, never nan
     (nothing in it is better than anything else), whatever eps; another scale: ValueError.
     """
     # exercise ch08.group_advantages · difficulty ★★☆ · about 15 minutes
-    # hint: (r - mean) / (std + eps), mean and std along dim=1 with keepdim=True; torch.std of
-    #       one sample is nan; torch.where(all_equal, 0.0, ...) gives the exact zeros
     if scale not in ("std", "none"):
         raise ValueError(f"scale must be 'std' or 'none', got {scale!r}")
     centered = rewards - rewards.mean(dim=1, keepdim=True)  # (P, G)
@@ -80,8 +79,6 @@ def aggregate_loss(per_token_loss, mask, mode, max_len=None):
     gives 0 (never nan). Another mode: ValueError. Returns a 0-dim tensor.
     """
     # exercise ch08.aggregate_loss · difficulty ★★☆ · about 20 minutes
-    # hint: torch.where(mask, per_token_loss, 0.0), not a multiplication: nan * 0 is nan; and
-    #       .clamp(min=1) on every count you divide by
     mask = mask.bool()
     x = torch.where(mask, per_token_loss, 0.0)  # (B, T)
     if mode == "token-mean":
@@ -120,8 +117,6 @@ def clipped_token_loss(logprobs, old_logprobs, advantages, cliprange_low=0.2,
     the clipped term is the larger, i.e. where the clip took the gradient away).
     """
     # exercise ch08.clipped_token_loss · difficulty ★★☆ · about 15 minutes
-    # hint: loss_t = max(-A rho_t, -A clip(rho_t, 1 - cliprange_low, 1 + cliprange_high)),
-    #       with rho_t = exp(logprobs_t - old_logprobs_t) and A = advantages.unsqueeze(1)
     A = advantages.unsqueeze(1)  # (B, 1): broadcast over the response's tokens
     ratio = torch.exp(logprobs - old_logprobs.detach())  # (B, T)
     unclipped = -A * ratio
@@ -143,7 +138,6 @@ def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, cliprange_
     positive advantage: a good token held back) and "k3" (the KL estimate, kl_coef aside).
     """
     # exercise ch08.grpo_loss · difficulty ★★☆ · about 15 minutes
-    # hint: masked_mean(x, mask) (from ppo.py) under torch.no_grad() gives each statistic
     per_token, clipped = clipped_token_loss(logprobs, old_logprobs, advantages, cliprange_low,
                                             cliprange_high)
     kl = k3_kl(logprobs, ref_logprobs)  # (B, T)

@@ -34,6 +34,15 @@ PRETRAIN_UPDATE = (
     "limits\n"
     "    optimizer.step()\n")
 
+# dpo_step from model.eval() to the forward pass over the chosen and the rejected rows
+DPO_FORWARD = (
+    "    policy.eval()  # no dropout: the same function of the weights as the reference scored "
+    "with\n"
+    "    for group in optimizer.param_groups:\n"
+    "        group[\"lr\"] = lr\n"
+    "    optimizer.zero_grad(set_to_none=True)  # backward adds to .grad: drop the last step's\n"
+    "    logits, _ = policy(ids, padding_mask=padding_mask)  # (2B, T, V): one pass, both sides\n")
+
 MUTANTS = [
     # ---- chapter 1 --------------------------------------------------------------------------
     Mutant("ch01.get_pair_counts", "counts each distinct pair once (a set)",
@@ -312,6 +321,50 @@ MUTANTS = [
            "    return (chosen_rewards > rejected_rewards).float().mean().item()",
            "    return (chosen_rewards > rejected_rewards).float().mean()",
            hint=".item()"),
+    # reward_step
+    Mutant("ch04.reward_step", "gradients never zeroed",
+           "    optimizer.zero_grad(set_to_none=True)  # backward adds to .grad: drop the last "
+           "step's\n",
+           "",
+           hint="not zeroed"),
+    Mutant("ch04.reward_step", "gradients clipped after the optimizer step",
+           "    torch.nn.utils.clip_grad_norm_(rm.parameters(), grad_clip)  # before the step it "
+           "limits\n    optimizer.step()\n",
+           "    optimizer.step()\n    torch.nn.utils.clip_grad_norm_(rm.parameters(), grad_clip)\n",
+           hint="not clipped before the update"),
+    Mutant("ch04.reward_step", "model left in eval mode (no rm.train())",
+           "    rm.train()  # dropout on: the validation pass leaves the model in eval mode\n",
+           "",
+           hint="eval mode"),
+    Mutant("ch04.reward_step", "every group gets the trunk's learning rate",
+           "    for group, lr in zip(optimizer.param_groups, lrs):  # the trunk's, then the head's\n"
+           "        group[\"lr\"] = lr\n",
+           "    for group in optimizer.param_groups:\n        group[\"lr\"] = lrs[0]\n",
+           hint="own rates"),
+    Mutant("ch04.reward_step", "answers ranked worst first (chosen and rejected swapped)",
+           "    loss = ranking_loss(scores, slots)  # every labelled pair i < j of each prompt",
+           "    loss = ranking_loss(scores.flip(1), slots.flip(1))",
+           hint="wrong way round"),
+    Mutant("ch04.reward_step", "missing answers' placeholders ranked too (no mask)",
+           "    loss = ranking_loss(scores, slots)  # every labelled pair i < j of each prompt",
+           "    loss = ranking_loss(scores)",
+           hint="placeholder rows"),
+    Mutant("ch04.reward_step", "scores viewed as (K, B) and transposed",
+           "    scores = rm(ids, padding_mask).view(slots.shape)  # (B, K): row b*K + j -> [b, j]",
+           "    scores = rm(ids, padding_mask).view(slots.size(1), slots.size(0)).T",
+           hint="laid out wrong"),
+    Mutant("ch04.reward_step", "accuracy of the second answer over the top one",
+           "    accuracy = preference_accuracy(scores[:, 0].detach(), scores[:, 1].detach())",
+           "    accuracy = preference_accuracy(scores[:, 1].detach(), scores[:, 0].detach())",
+           hint="accuracy compares the wrong way round"),
+    Mutant("ch04.reward_step", "returns the loss tensor, not a float",
+           "    return loss.item(), accuracy\n",
+           "    return loss, accuracy\n",
+           hint=".item()"),
+    Mutant("ch04.reward_step", "two optimizer steps per call",
+           "    optimizer.step()\n    # both numbers",
+           "    optimizer.step()\n    optimizer.step()\n    # both numbers",
+           hint="exactly once"),
     # ---- chapter 5 --------------------------------------------------------------------------
     Mutant("ch05.kl_penalized_rewards", "KL sign flipped",
            "-kl_coef * (logprobs - ref_logprobs)",
@@ -430,6 +483,73 @@ MUTANTS = [
            "        return self.value",
            "        return self.value * (1.0 + error * n_steps / self.horizon)",
            hint="self.value"),
+    Mutant("ch05.score_rollout", "the policy scored with dropout on (no policy.eval())",
+           "    policy.eval()  # dropout off, in both models\n",
+           "",
+           hint="policy was scored with dropout on"),
+    Mutant("ch05.score_rollout", "the reference scored with dropout on (no ref.eval())",
+           "    policy.eval()  # dropout off, in both models\n    ref.eval()\n",
+           "    policy.eval()  # dropout off, in both models\n",
+           hint="reference was scored with dropout on"),
+    Mutant("ch05.score_rollout", "scored with gradients (no torch.no_grad())",
+           "    with torch.no_grad():  # constants of the update: log pi_old, V_old and the "
+           "reference's\n",
+           "    if True:\n",
+           hint="torch.no_grad()"),
+    Mutant("ch05.score_rollout", "the policy's log-probs at temperature 1",
+           "score_responses(policy, ro, temperature)  # (B, R) each",
+           "score_responses(policy, ro, 1.0)  # (B, R) each",
+           hint="ignore the temperature"),
+    Mutant("ch05.score_rollout", "the two log-probs swapped in the KL penalty",
+           "kl_penalized_rewards(scores, logprobs, ref_logprobs, ro.mask, kl_coef)",
+           "kl_penalized_rewards(scores, ref_logprobs, logprobs, ro.mask, kl_coef)",
+           hint="swapped"),
+    Mutant("ch05.ppo_update", "gradients never zeroed",
+           "            optimizer.zero_grad(set_to_none=True)  # backward adds to .grad\n",
+           "",
+           hint="not zeroed"),
+    Mutant("ch05.ppo_update", "gradients clipped after the optimizer step",
+           "            torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)  # before "
+           "the step\n            optimizer.step()\n",
+           "            optimizer.step()\n"
+           "            torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)\n",
+           hint="clipped after optimizer.step()"),
+    Mutant("ch05.ppo_update", "learns in training mode (dropout on)",
+           "    policy.eval()  # dropout off: the same function of the weights that scored the "
+           "rollout\n",
+           "    policy.train()  # as every training step\n",
+           hint="dropout on"),
+    Mutant("ch05.ppo_update", "pi_old recomputed from the current policy (detached)",
+           "            old_logprobs = logprobs[idx, :R]  # pi_old: the rollout's, in every epoch",
+           "            old_logprobs = new_logprobs.detach()",
+           hint="not the rollout's"),
+    Mutant("ch05.ppo_update", "pi_old from the current policy, not detached",
+           "            old_logprobs = logprobs[idx, :R]  # pi_old: the rollout's, in every epoch",
+           "            old_logprobs = new_logprobs",
+           hint="still in the graph"),
+    Mutant("ch05.ppo_update", "the losses averaged over padding too",
+           "                                            mb.mask, cfg.cliprange)\n"
+           "            if cfg.clip_value:\n"
+           "                vf_loss = value_loss(new_values, values[idx, :R], returns[idx, :R], "
+           "mb.mask,\n",
+           "                                            torch.ones_like(mb.mask), cfg.cliprange)\n"
+           "            if cfg.clip_value:\n"
+           "                vf_loss = value_loss(new_values, values[idx, :R], returns[idx, :R], "
+           "torch.ones_like(mb.mask),\n",
+           hint="padding"),
+    Mutant("ch05.ppo_update", "minibatches in the rollout's order (no shuffle)",
+           "        perm = torch.randperm(B, generator=generator).to(ro.ids.device)",
+           "        perm = torch.arange(B, device=ro.ids.device)",
+           hint="not shuffled"),
+    Mutant("ch05.ppo_update", "the value loss left out of backward",
+           "            (pg_loss + vf_loss).backward()",
+           "            pg_loss.backward()",
+           hint="value loss is missing"),
+    Mutant("ch05.ppo_update", "statistics never recorded",
+           "            record_minibatch(stats, new_logprobs, old_logprobs, mb.mask, clipfrac, "
+           "pg_loss,\n                             vf_loss)\n",
+           "",
+           hint="record_minibatch"),
     # ---- chapter 6 --------------------------------------------------------------------------
     Mutant("ch06.sequence_logprobs", "mean over the padded length instead of a sum",
            "return (logps * mask.to(logps.dtype)).sum(dim=-1)",
@@ -506,6 +626,40 @@ MUTANTS = [
            "        losses = -F.logsigmoid(beta * h)",
            "        losses = (1 + (-beta * h).exp()).log()",
            hint="F.logsigmoid"),
+    # dpo_step
+    Mutant("ch06.dpo_step", "chosen and rejected rows swapped",
+           "        logps[:n], logps[n:], ref_chosen_logps,",
+           "        logps[n:], logps[:n], ref_chosen_logps,",
+           hint="chosen and rejected are swapped"),
+    Mutant("ch06.dpo_step", "gradients never zeroed",
+           "    optimizer.zero_grad(set_to_none=True)  # backward adds to .grad: drop the last "
+           "step's\n", "", hint="not zeroed"),
+    Mutant("ch06.dpo_step", "log-probs of the untempered logits",
+           "sequence_logprobs(logits[:, :-1] / temperature,",
+           "sequence_logprobs(logits[:, :-1],", hint="temperature 1"),
+    Mutant("ch06.dpo_step", "dropout on: the policy put in train mode",
+           "    policy.eval()  # no dropout", "    policy.train()  # no dropout",
+           hint="dropout on"),
+    Mutant("ch06.dpo_step", "chosen and rejected in two forward passes, dropout left on",
+           DPO_FORWARD, "    policy.train()\n" + DPO_FORWARD.split("\n", 1)[1].replace(
+               "    logits, _ = policy(ids, padding_mask=padding_mask)  # (2B, T, V): one pass, "
+               "both sides",
+               "    half = ids.size(0) // 2\n"
+               "    logits = torch.cat([policy(ids[:half], padding_mask=padding_mask[:half])[0],\n"
+               "                        policy(ids[half:], padding_mask=padding_mask[half:])[0]])"),
+           hint="two forward passes with dropout on"),
+    Mutant("ch06.dpo_step", "prompt and padding scored (padding mask as the response mask)",
+           "ids[:, 1:], response_mask[:, 1:])", "ids[:, 1:], padding_mask[:, 1:])",
+           hint="count the prompt's tokens too"),
+    Mutant("ch06.dpo_step", "loss summed over the pairs",
+           "    loss = losses.mean()  # over the B pairs", "    loss = losses.sum()",
+           hint="summed over the pairs"),
+    Mutant("ch06.dpo_step", "loss_type not passed on",
+           "ref_rejected_logps, beta, loss_type)", "ref_rejected_logps, beta)",
+           hint="loss_type"),
+    Mutant("ch06.dpo_step", "returns the loss tensor, not a float",
+           "    return loss.item(), chosen_rewards", "    return loss, chosen_rewards",
+           hint="loss.item()"),
     # ---- chapter 7 --------------------------------------------------------------------------
     Mutant("ch07.best_of_n_distribution", "not scattered back to the original order",
            "    out = torch.empty_like(probs)\n    out[order] = p_sorted\n    return out",
@@ -650,4 +804,23 @@ MUTANTS = [
            "\"k3\": masked_mean(kl, mask)}",
            "\"k3\": masked_mean(kl_coef * kl, mask)}",
            hint="before kl_coef"),
+]
+
+
+# Broken implementations that a capstone (minialign/course/capstone.py) must catch by what they
+# train: graded with the capstones on by tests/test_capstones.py (each costs a training run), and
+# by the item named, a capstone's id.
+CAPSTONE_MUTANTS = [
+    Mutant("ch05.ppo_capstone", "policy loss with the sign flipped (good tokens made rarer)",
+           "    unclipped = -advantages * ratio\n"
+           "    clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)",
+           "    unclipped = advantages * ratio\n"
+           "    clipped = advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)",
+           hint="made the policy worse"),
+    Mutant("ch06.dpo_capstone", "chosen and rejected swapped in the DPO loss",
+           "    h = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - "
+           "ref_rejected_logps)",
+           "    h = (policy_rejected_logps - ref_rejected_logps) - (policy_chosen_logps - "
+           "ref_chosen_logps)",
+           hint="chosen answers less likely than the rejected ones"),
 ]

@@ -150,6 +150,7 @@ def test_the_solutions_reproduce_the_library_bit_for_bit(base_run, tmp_path):
     want = {"ppo": ppo.train(cfg_ppo, library, log=quiet), "dpo": dpo.train(cfg_dpo, library,
                                                                            log=quiet)}
     impl.use("solutions", log=quiet)
+    assert "ch06.dpo_step" in impl.current().record()["student"]  # the loop runs the learner's
     got = {"ppo": ppo.train(cfg_ppo, solutions, log=quiet), "dpo": dpo.train(cfg_dpo, solutions,
                                                                             log=quiet)}
     for stage in want:
@@ -193,5 +194,36 @@ def test_chosen_and_rejected_swapped_in_dpo_loss_teaches_the_wrong_preference(ba
     impl.use(folder, log=quiet)
     got = dpo.train(cfg, swapped, log=quiet)
     assert "ch06.dpo_loss" in impl.current().record()["student"]
-    assert got["implicit_reward_accuracy"] < 0.5 < want["implicit_reward_accuracy"]
+
+    def second_epoch_accuracy(metrics):  # how often r(chosen) > r(rejected) on pairs it has
+        # trained on (the held-out accuracy of a model this small is about 0.5 either way)
+        acc = metrics["history"]["rewards/accuracies"]
+        return sum(acc[len(acc) // 2:]) / (len(acc) - len(acc) // 2)
+
+    assert second_epoch_accuracy(got) < 0.5 < second_epoch_accuracy(want)
     assert got["history"]["rewards/margins"][-1] < 0 < want["history"]["rewards/margins"][-1]
+
+
+REWARD_LOSS = "    loss = ranking_loss(scores, slots)  # every labelled pair i < j of each prompt"
+
+
+def test_the_solutions_reproduce_the_reward_model_bit_for_bit(base_run, tmp_path):
+    """reward_step is the learner's under --impl: the solutions give the library's reward model,
+    and a planted bug in the step (the rankings read worst first) teaches it the reverse: from
+    the zero head, the same model with its scores negated."""
+    cfg = reward.RewardConfig.fast(epochs=2)
+    want = comparable(reward.train(cfg, copy_run(base_run, tmp_path, "lib"), log=quiet))
+    impl.use("solutions", log=quiet)
+    assert "ch04.reward_step" in impl.current().record()["student"]
+    got = comparable(reward.train(cfg, copy_run(base_run, tmp_path, "sol"), log=quiet))
+    assert json.dumps(got) == json.dumps(want)
+
+    folder = student_folder(tmp_path, "ch04_reward.py", REWARD_LOSS,
+                            "    loss = ranking_loss(-scores, slots)")
+    impl.use(folder, log=quiet)
+    assert "ch04.reward_step" in impl.current().record()["student"]
+    bug = reward.train(cfg, copy_run(base_run, tmp_path, "bug"), log=quiet)
+    assert bug["history"]["train_loss"][0] == want["history"]["train_loss"][0]  # ln 2 for both
+    assert want["gold_correlation"] > 0  # the library's learns the gold reward's order...
+    assert bug["gold_correlation"] == pytest.approx(-want["gold_correlation"])  # ...the bug's
+    assert bug["val_accuracy"] < want["val_accuracy"]  # its reverse

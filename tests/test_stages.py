@@ -45,6 +45,9 @@ def test_sft_writes_checkpoint_metrics_and_figures(pipeline, run_dir):
     for key in ["gold_reward_mean", "task_success_rate", "pretrained_gold_reward_mean",
                 "pretrained_task_success_rate", "end_rate", "per_family"]:
         assert key in m
+    for key in ["gold_reward_mean_se", "task_success_rate_se", "pretrained_gold_reward_mean_se",
+                "pretrained_task_success_rate_se", "win_rate_vs_pretrained_se"]:
+        assert 0 < m[key] < 0.5, key  # a standard error over the held-out prompts
     assert (run_dir / "sft" / "model.pt").exists()
     assert (run_dir / "sft" / "success_by_family.png").exists()
     assert 0 <= m["task_success_rate"] <= 1 and m["gold_reward_mean"] <= 1
@@ -92,6 +95,8 @@ def test_ppo_metrics(pipeline, run_dir):
     m = load(run_dir, "ppo")
     for key in ["gold_reward_mean", "proxy_reward_mean", "kl_to_ref", "win_rate_vs_sft"]:
         assert key in m
+    assert all(0 < m[f"{key}_se"] < 0.5 for key in ("gold_reward_mean", "win_rate_vs_sft"))
+    assert m["kl_to_ref_se"] >= 0 and "task_success_rate_se" in m
     h = m["history"]
     for key in ["objective/kl", "objective/scores", "policy/clipfrac", "policy/approxkl",
                 "val/ratio", "loss/policy", "loss/value", "objective/entropy"]:
@@ -107,6 +112,10 @@ def test_dpo_metrics(pipeline, run_dir):
     m = load(run_dir, "dpo")
     for key in ["gold_reward_mean", "kl_to_ref", "win_rate_vs_sft", "implicit_reward_accuracy"]:
         assert key in m
+    assert all(0 < m[f"{key}_se"] < 0.5 for key in ("gold_reward_mean", "win_rate_vs_sft"))
+    assert m["kl_to_ref_se"] >= 0 and "task_success_rate_se" in m
+    assert m["logprob_temperature"] == m["config"]["temperature"]  # scored as it samples
+    assert m["response_length_mean"] > 0 and m["sft_response_length_mean"] > 0
     h = m["history"]
     assert h["loss"][0] == pytest.approx(0.6931, abs=1e-3)  # policy = reference at step 0
     assert h["rewards/margins"][0] == pytest.approx(0.0, abs=1e-4)
@@ -121,6 +130,8 @@ def test_best_of_n_and_compare(pipeline, run_dir):
     assert by_n["1"]["kl_bound"] == 0.0
     proxies = [by_n[n]["proxy_reward_mean"] for n in sorted(by_n, key=int)]
     assert proxies == sorted(proxies)  # nested samples: the max over more can only be higher
+    assert by_n["1"]["win_rate_vs_sft_se"] == 0.0  # N = 1 is SFT's own draw: all ties
+    assert 0 < m["gold_reward_mean_se"] < 0.5 and 0 < m["win_rate_vs_sft_se"] < 0.5
     c = load(run_dir, "compare")
     assert set(c["rows"]) == {"pretrained", "sft", "bon", "ppo", "dpo"}
     assert (run_dir / "compare" / "frontier.png").exists()

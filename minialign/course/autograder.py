@@ -172,7 +172,7 @@ def item_visibility(default: str = "visible") -> dict[str, str]:
 
     rubric = json.loads(Path(RUBRIC_PATH).read_text(encoding="utf-8"))
     out = {}
-    for section in ("exercises", "questions"):
+    for section in ("exercises", "capstones", "questions"):
         for item_id, entry in rubric.get(section, {}).items():
             v = entry.get("visibility", default) if isinstance(entry, dict) else default
             if v not in VISIBILITIES:

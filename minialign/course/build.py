@@ -8,7 +8,8 @@ of its chapter. A chapter file holds, in pipeline order, the top-level definitio
 function (a marked method brings its whole class, with only that method's region stubbed),
 then the chapter's concept questions and an `ANSWERS` dict. The solutions file is the same file
 with the bodies intact and the answers filled in, so the two differ only where the student
-writes.
+writes. A ★★ or ★★★ exercise's `# hint:` lines are left out of both files (its docstring
+states the contract; `python -m minialign.grade --hints` shows the hints).
 
 Imports are found with `ast`: the source module's own import lines that the copied code needs
 (`import torch`, `import torch.nn.functional as F`), and `from minialign.<module> import name`
@@ -27,6 +28,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+from .capstone import CAPSTONES, capstones_for
 from .markers import CHAPTERS, LIBRARY_DIR, REPO_DIR, Exercise, find_exercises
 from .questions import QUESTIONS, Question, questions_for
 from .versions import HEADER, history_text, load_history, version_of
@@ -77,10 +79,12 @@ def render_all(library_dir: Path = LIBRARY_DIR, version: int | None = None) -> d
 
 
 def item_version(library_dir: Path = LIBRARY_DIR):
-    """(version, recorded, history, items) of the library's exercises and questions; see
-    versions.py. `recorded` is False when the items changed since the last recorded version."""
+    """(version, recorded, history, items) of the library's exercises, questions and capstones;
+    see versions.py. `recorded` is False when the items changed since the last recorded
+    version."""
     items = sorted({e.id for e in find_exercises(library_dir)}
-                   | {q.id for qs in QUESTIONS.values() for q in qs})
+                   | {q.id for qs in QUESTIONS.values() for q in qs}
+                   | {c.id for c in CAPSTONES})
     history = load_history(library_dir / "course" / "versions.json")
     version, recorded = version_of(items, history)
     return version, recorded, history, items
@@ -213,11 +217,18 @@ def _header(number, exercises, questions, solution, modules, version) -> str:
         width = max(len(e.id) for e in exercises)
         for e in exercises:
             lines.append(f"    {e.id:<{width}}  difficulty {e.stars}  about {e.minutes} min")
+    for capstone in capstones_for(number):  # graded too: the chapter's functions together
+        lines += [""] + textwrap.wrap(f"Capstone {capstone.id} ({capstone.title}). "
+                                      f"{capstone.description}", WIDTH)
     impl = "solutions" if solution else "exercises"
     lines += ["", "Check your work:",
               f"    python -m minialign.grade --impl {impl} --chapter {number}"]
     if not solution:
         lines.append(f"or, in a notebook:  from minialign.course import check; check({number})")
+        if any(e.hints and not e.hints_in_stub for e in exercises):
+            lines += textwrap.wrap(
+                f"Stuck? `--hints 1` (or `check({number}, hints=1)`) adds a first hint for each "
+                f"exercise not passed; `--hints 2`, 3, ... more, down to the formula.", WIDTH)
         if number in STAGE_OF_CHAPTER and exercises:
             lines += ["", "Then train with your own code (what you have not written yet comes from "
                           "the library):",
@@ -255,7 +266,8 @@ def _render_unit(lines: list[str], exercises: list[Exercise], solution: bool) ->
                    f"minutes")
         region = lines[e.start: e.end - 1]
         hints, body = region[: e.n_hint_lines], region[e.n_hint_lines:]
-        out.extend(hints)
+        if e.hints_in_stub:  # a harder exercise's hints: only `grade --hints` shows them
+            out.extend(hints)
         if solution:
             out.extend(body)
         else:

@@ -1,5 +1,6 @@
 """Graded checks of chapter 4 (reward model): the Bradley-Terry and ranking losses, reading the
-score at the last real token, and the preference accuracy.
+score at the last real token, the preference accuracy, and one reward-model step (on a tiny
+reward model, with `checks_steps`).
 
 The wrong variants below are the mistakes students make; a student's output that equals one of
 them gets that mistake's hint.
@@ -14,7 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from minialign import reward as ref
+from minialign.course import fixtures
 from minialign.course.checks import exercise
+from minialign.course.checks_steps import (FIXTURES, Kept, expect_state, local_steps,
+                                           student_steps)
+from minialign.course.wire import Build
 
 # ==============================================================================================
 # bradley_terry_loss
@@ -287,3 +292,198 @@ def check_preference_accuracy(t):
                              torch.tensor([1.0, 0.0, 2.0, 1.0, 3.0, -2.0]))
     with t.case("20 random pairs"):
         _check_accuracy_case(t, t.randn(20), t.randn(20))
+
+
+# ==============================================================================================
+# reward_step: one update of a tiny reward model built alike here and in the child (see
+# checks_steps); it returns (loss, accuracy), and its optimizer has two learning rates
+
+
+def _step_loss(rm, ids, padding_mask, slots, how="right"):
+    """(the loss, scores (B, K)) of a batch of rankings, with one mistake `how`."""
+    B, K = slots.shape
+    scores = rm(ids, padding_mask)  # (B*K,)
+    scores = scores.view(K, B).T if how == "transposed" else scores.view(B, K)
+    if how == "swapped":  # -log sigmoid(r_j - r_i): the worse answer preferred
+        return ref.ranking_loss(-scores, slots), scores
+    if how == "no mask":
+        return ref.ranking_loss(scores), scores
+    if how == "top pair":
+        return ref.bradley_terry_loss(scores[:, 0], scores[:, 1]), scores
+    if how in ("pooled", "sum"):
+        return _ranking_variant(scores, slots, per_prompt=how != "pooled",
+                                reduce="sum" if how == "sum" else "mean"), scores
+    return ref.ranking_loss(scores, slots), scores
+
+
+def _reward_variant(*, loss="right", zero_grad=True, clip="before", lr="each", train=True,
+                    accuracy="right"):
+    """reward_step with one mistake; the defaults give the library's step. lr: "each" (group i
+    gets lrs[i]), "first" (the first group only), "one" (every group lrs[0]), "after" (set
+    after the update) or None; accuracy: "right", "ties" (>=), "swapped" or "after" (scored
+    again after the update)."""
+    def step(rm, optimizer, ids, padding_mask, slots, lrs, grad_clip):
+        groups = optimizer.param_groups
+        settings = {"each": list(zip(groups, lrs)), "first": [(groups[0], lrs[0])],
+                    "one": [(group, lrs[0]) for group in groups]}
+        if train:
+            rm.train()
+        for group, value in settings.get(lr, []):
+            group["lr"] = value
+        if zero_grad:
+            optimizer.zero_grad(set_to_none=True)
+        value, scores = _step_loss(rm, ids, padding_mask, slots, loss)
+        value.backward()
+        if clip == "before":
+            torch.nn.utils.clip_grad_norm_(rm.parameters(), grad_clip)
+        optimizer.step()
+        if clip == "after":
+            torch.nn.utils.clip_grad_norm_(rm.parameters(), grad_clip)
+        for group, rate in (zip(groups, lrs) if lr == "after" else ()):
+            group["lr"] = rate
+        if accuracy == "after":
+            with torch.no_grad():
+                scores = rm(ids, padding_mask).view(slots.shape)
+        chosen, rejected = scores[:, 0].detach(), scores[:, 1].detach()
+        if accuracy == "swapped":
+            chosen, rejected = rejected, chosen
+        right = chosen >= rejected if accuracy == "ties" else chosen > rejected
+        return value.item(), right.float().mean().item()
+
+    return step
+
+
+_STEP_MISTAKES = {
+    "the gradients were not zeroed: backward adds to .grad, so the second step used the sum of "
+    "both batches' gradients; clear them (optimizer.zero_grad()) before backward":
+        _reward_variant(zero_grad=False),
+    "the gradients were not clipped before the update: clip_grad_norm_ goes between backward "
+    "and optimizer.step() (after the step it changes nothing)": _reward_variant(clip="after"),
+    "the learning rates passed in were not used (the optimizer kept the ones it was built "
+    "with): set group['lr'] = lrs[i] on each group i before optimizer.step()":
+        _reward_variant(lr=None),
+    "the learning rates were set after optimizer.step(): each step must use its own, so set "
+    "them before the update": _reward_variant(lr="after"),
+    "the learning rate was set on the first parameter group only: the reward model's optimizer "
+    "has two, the trunk then the scalar head, each with its own rate (lrs[0], lrs[1])":
+        _reward_variant(lr="first"),
+    "every parameter group got the first rate: the trunk and the scalar head learn at their "
+    "own rates, lrs[i] for group i (zip(optimizer.param_groups, lrs))": _reward_variant(lr="one"),
+    "the model trained in eval mode (dropout off): call rm.train() at the start of the step; "
+    "the loop's validation pass leaves the model in eval mode": _reward_variant(train=False),
+    "the pairs are the wrong way round: answers are best first, so answer i is preferred to "
+    "every j > i; ranking_loss(scores, slots) on scores (B, K) in that order":
+        _reward_variant(loss="swapped"),
+    "the placeholder rows of missing answers were ranked too: pass slots to ranking_loss as its "
+    "mask, so that the pairs involving a missing answer are left out":
+        _reward_variant(loss="no mask"),
+    "the scores are laid out wrong: row b*K + j holds answer j of ranking b, so "
+    "view(B, K) (slots.shape), not view(K, B)": _reward_variant(loss="transposed"),
+    "only the top two answers were compared: a ranking of K answers gives every pair i < j "
+    "(ranking_loss(scores, slots))": _reward_variant(loss="top pair"),
+    "the loss is a mean over all the pairs of the batch: it is the mean over each prompt's "
+    "pairs, then over the prompts (your ranking_loss: does it pass its own check?)":
+        _reward_variant(loss="pooled"),
+    "the loss is summed: it is a mean per prompt, then over the prompts (ranking_loss)":
+        _reward_variant(loss="sum"),
+}
+_ACCURACY_MISTAKES = {
+    "a tie is not a correct prediction: count top > second strictly (a reward model that "
+    "scores everything 0 has accuracy 0)": _reward_variant(accuracy="ties"),
+    "the accuracy compares the wrong way round: a prompt counts when its top answer (column 0) "
+    "scores above the second (column 1)": _reward_variant(accuracy="swapped"),
+    "the accuracy was measured after the update: return the batch's, from the scores the loss "
+    "was computed on": _reward_variant(accuracy="after"),
+}
+
+
+def _reward_setup(head_std=0.5, **model):
+    """A tiny reward model and the reward stage's AdamW over it, built with lrs 0.05 (trunk) and
+    0.5 (head); each step passes its own."""
+    return {"model": Build(f"{FIXTURES}:tiny_reward_model", seed=0, head_std=head_std, **model),
+            "optimizer": Build(f"{FIXTURES}:reward_adamw", Kept("model"), lr=0.05, head_lr=0.5)}
+
+
+def _reward_calls(batches, lrs, grad_clip=0.5):
+    rm, optimizer = Kept("model"), Kept("optimizer")
+    return [(rm, optimizer, *fixtures.ranking_batch(seed, answers), list(rates), grad_clip)
+            for (seed, answers), rates in zip(batches, lrs)]
+
+
+def _expect_pair_of_floats(t, out, where):
+    if type(out) is not tuple or len(out) != 2:
+        t.fail(f"{where} returned {type(out).__name__}"
+               f"{' of ' + str(len(out)) if type(out) in (tuple, list) else ''}, not a tuple "
+               f"(loss, accuracy)", "return loss.item(), accuracy")
+    for value, name in zip(out, ("loss", "accuracy")):
+        if type(value) is not float:
+            t.fail(f"{where} returned a {type(value).__name__} as the {name}, not a Python "
+                   f"float", "return Python floats (.item()): the loop logs them as numbers")
+
+
+def _expect_reward_steps(t, setup, calls, *, seed=0):
+    """As `checks_steps.expect_steps`, for a step that returns (loss, accuracy) and sets one
+    learning rate per parameter group: the parameters, the optimizer's count, both numbers."""
+    mistakes = {**_STEP_MISTAKES, **_ACCURACY_MISTAKES}
+    got = student_steps(t, setup, calls, seed)
+    want = local_steps(ref.reward_step, setup, calls, seed)
+    runs: dict = {}
+
+    def variant(hint):  # each mistake is run at most once
+        if hint not in runs:
+            runs[hint] = local_steps(mistakes[hint], setup, calls, seed)
+        return runs[hint]
+
+    n = len(calls)
+    if type(got.optimizer_steps) is not int or got.optimizer_steps != want.optimizer_steps:
+        t.fail(f"the optimizer took {got.optimizer_steps} step(s) in {n} call(s) of your "
+               f"function", "call optimizer.step() exactly once per call, after backward")
+    expect_state(t, got.state, want.state, what=f"the reward model's parameters after {n} "
+                 f"step(s)", mistakes={h: (lambda h=h: variant(h).state) for h in mistakes})
+    for i, (out, expected) in enumerate(zip(got.losses, want.losses)):
+        _expect_pair_of_floats(t, out, f"call {i + 1}")
+        t.expect_close(out[0], expected[0], what=f"the loss returned by call {i + 1} (the "
+                       f"batch's, before the update)",
+                       mistakes={h: (lambda h=h, i=i: variant(h).losses[i][0])
+                                 for h in _STEP_MISTAKES})
+        t.expect_close(out[1], expected[1], what=f"the accuracy returned by call {i + 1}",
+                       hint="the fraction of prompts whose top answer scores strictly above "
+                       "the second: preference_accuracy(scores[:, 0], scores[:, 1])",
+                       mistakes={h: (lambda h=h, i=i: variant(h).losses[i][1])
+                                 for h in _ACCURACY_MISTAKES})
+
+
+RANKINGS = ((5, 3, 7), (4, 6), (2, 8, 3))  # answers' lengths: K = 3, the second prompt has 2
+
+
+@exercise("ch04.reward_step")
+def check_reward_step(t):
+    with t.case("one step on 3 rankings (3, 2 and 3 answers: K = 3, one slot missing); the "
+                "schedule's lrs are 0.01 (trunk) and 0.1 (head), the optimizer was built with "
+                "0.05 and 0.5; grad_clip 0.5"):
+        _expect_reward_steps(t, _reward_setup(), _reward_calls([(1, RANKINGS)], [(0.01, 0.1)]))
+    with t.case("the library's start, a zero head: every answer scores 0 (loss ln 2, accuracy "
+                "0); two steps"):
+        _expect_reward_steps(t, _reward_setup(head_std=0.0),
+                             _reward_calls([(2, RANKINGS)] * 2, [(0.01, 0.1)] * 2))
+    with t.case("three steps on three batches, lrs (0.01, 0.1), (0.02, 0.2), (0.005, 0.05): "
+                "each step starts with the last one's gradients still in .grad"):
+        batches = [(3, RANKINGS), (4, ((6, 2), (3, 4))), (5, ((2, 2, 4, 3), (4, 7), (3, 5, 6)))]
+        _expect_reward_steps(t, _reward_setup(), _reward_calls(
+            batches, [(0.01, 0.1), (0.02, 0.2), (0.005, 0.05)]))
+    with t.case("the model arrives in eval mode, as a validation pass leaves it; it has "
+                "dropout 0.2 (torch seeded alike on both sides)"):
+        _expect_reward_steps(t, _reward_setup(dropout=0.2, train=False),
+                             _reward_calls([(6, RANKINGS), (7, RANKINGS)], [(0.01, 0.1)] * 2),
+                             seed=7)
+    with t.case("behaviour: 15 steps on one batch (lrs 0.01 and 0.1) lower its loss by 10% or "
+                "more"):
+        got = student_steps(t, _reward_setup(), _reward_calls([(8, RANKINGS)] * 15,
+                                                              [(0.01, 0.1)] * 15))
+        for i, out in enumerate(got.losses):
+            _expect_pair_of_floats(t, out, f"call {i + 1}")
+        first, last = got.losses[0][0], got.losses[-1][0]
+        t.expect(last < first * 0.9, f"the loss did not fall over 15 steps on the same batch: "
+                 f"{first:.4f} -> {last:.4f}",
+                 "the parameters must move against the gradient of this batch's loss: backward "
+                 "on the ranking loss, then optimizer.step()")

@@ -1,5 +1,6 @@
 """Graded checks of chapter 5 (PPO): per-token rewards, GAE, whitening, the clipped policy and
-value losses, and the adaptive KL controller.
+value losses, the adaptive KL controller, and the update that wires them (scoring a rollout, then
+learning from it, on a tiny policy built alike here and in the child: see checks_steps).
 
 Padding entries of the inputs hold finite junk (5.0, 50.0, ...) wherever the docstring says they
 are ignored: a correct solution gives the same result whatever is there. The wrong variants
@@ -13,7 +14,11 @@ import numpy as np
 import torch
 
 from minialign import ppo as ref
+from minialign.course import fixtures
 from minialign.course.checks import exercise
+from minialign.course.checks_steps import (FIXTURES, Kept, expect_state, local_call,
+                                           local_steps, student_call, student_steps)
+from minialign.course.wire import Build
 
 
 def _prefix_mask(lengths, T, dtype=torch.float32):
@@ -553,3 +558,291 @@ def check_adaptive_kl_update(t):
                 t.expect_close(controller.fetch("value"), value,
                                what=f"self.value after update({kl}, {n_steps})",
                                hint="keep the new beta in self.value (the trainer reads it)")
+
+
+# ==============================================================================================
+# score_rollout: the numbers of the policy before the update and of the reference, on a tiny
+# policy, reference and rollout built alike here and in the child (see checks_steps)
+
+
+SCORED = ("logprobs", "ref_logprobs", "values", "rewards", "entropy")
+SCORES = torch.tensor([1.0, -0.5, 0.3, -1.2])  # one per response of the tiny rollout
+ROLLOUT = Build(f"{FIXTURES}:tiny_rollout", 1)  # responses of 4, 2, 5 and 1 tokens (R = 5)
+NO_GRAPH = ("score under torch.no_grad(): these are constants of the update (log pi_old, V_old "
+            "and the reference's log-probs); with a graph attached, the loss would differentiate "
+            "through the rollout's numbers, and every scoring pass would stay in memory")
+
+
+def _score_variant(*, policy_eval=True, ref_eval=True, temperature=True, swap=False):
+    """score_rollout with one choice changed; the defaults give the right answer."""
+    def score(policy, reference, ro, scores, kl_coef, temp):
+        if policy_eval:
+            policy.eval()
+        if ref_eval:
+            reference.eval()
+        temp = temp if temperature else 1.0
+        with torch.no_grad():
+            logprobs, entropy, values = ref.score_responses(policy, ro, temp)
+            ref_logprobs, _, _ = ref.score_responses(reference, ro, temp)
+            a, b = (ref_logprobs, logprobs) if swap else (logprobs, ref_logprobs)
+            rewards = ref.kl_penalized_rewards(scores, a, b, ro.mask, kl_coef)
+        return logprobs, ref_logprobs, values, rewards, entropy
+
+    return score
+
+
+SCORE_MISTAKES = {
+    "the policy was scored with dropout on: call policy.eval() first (it may arrive in "
+    "training mode); log pi_old must be the function of the weights that the update "
+    "recomputes, not one random draw of dropout masks": _score_variant(policy_eval=False),
+    "the reference was scored with dropout on: call ref.eval() too (it is a copy of a model "
+    "that was training)": _score_variant(ref_eval=False),
+    "both models were scored with dropout on: call policy.eval() and ref.eval() first":
+        _score_variant(policy_eval=False, ref_eval=False),
+    "the log-probs ignore the temperature: the responses were sampled from softmax(logits / "
+    "temperature), so score them at `temperature` (score_responses takes it)":
+        _score_variant(temperature=False),
+    "the log-probs are swapped in kl_penalized_rewards: the penalty is on log pi - log pi_ref, "
+    "the policy's first": _score_variant(swap=True),
+}
+
+
+def _expect_scored(t, setup: dict, args: tuple, seed: int = 0):
+    """The student's score_rollout returns the library's five tensors, without a graph."""
+    out = student_call(t, setup, args, seed)
+    want = local_call(ref.score_rollout, setup, args, seed)
+    _expect_tuple(t, out, SCORED)
+    runs: dict = {}
+
+    def variant(hint):  # each mistake is run at most once
+        if hint not in runs:
+            runs[hint] = local_call(SCORE_MISTAKES[hint], setup, args, seed)
+        return runs[hint]
+
+    order = f"return ({', '.join(SCORED)}), in this order"
+    for i, name in enumerate(SCORED):
+        mistakes = {h: (lambda h=h, i=i: variant(h)[i]) for h in SCORE_MISTAKES}
+        mistakes.update({f"this is `{other}`: {order}": want[j]
+                         for j, other in enumerate(SCORED) if j != i})
+        t.expect_close(out[i], want[i], what=f"`{name}` (item {i + 1} of the result)",
+                       mistakes=mistakes)
+    for i, name in enumerate(SCORED):
+        t.expect(not out[i].requires_grad, f"`{name}` carries an autograd graph "
+                 f"(requires_grad=True)", NO_GRAPH)
+    return out
+
+
+@exercise("ch05.score_rollout")
+def check_score_rollout(t):
+    args = (Kept("policy"), Kept("ref"), Kept("ro"), SCORES, 0.1, 0.7)
+    with t.case("the reference is the policy's own GPT (the same weights) and the value head "
+                "starts at zero: ref_logprobs = logprobs, values 0, and the rewards are 0 but "
+                "each response's score at its last token; kl_coef 0.1, temperature 0.7"):
+        _expect_scored(t, {"policy": Build(f"{FIXTURES}:tiny_policy", 0, train=False),
+                           "ref": Build(f"{FIXTURES}:tiny_gpt", 0, train=False),
+                           "ro": ROLLOUT}, args)
+    with t.case("a policy (value head not zero) and a reference that differ; kl_coef 0.1, "
+                "temperature 0.7"):
+        _expect_scored(t, {"policy": Build(f"{FIXTURES}:tiny_policy", 0, value_std=0.5,
+                                           train=False),
+                           "ref": Build(f"{FIXTURES}:tiny_gpt", 10, train=False),
+                           "ro": ROLLOUT}, args)
+    with t.case("both models arrive in training mode, with dropout 0.2 (torch seeded alike on "
+                "both sides); kl_coef 0.05, temperature 1.3"):
+        _expect_scored(t, {"policy": Build(f"{FIXTURES}:tiny_policy", 0, value_std=0.5,
+                                           dropout=0.2, train=True),
+                           "ref": Build(f"{FIXTURES}:tiny_gpt", 10, dropout=0.2, train=True),
+                           "ro": ROLLOUT}, (*args[:4], 0.05, 1.3), seed=7)
+
+
+# ==============================================================================================
+# ppo_update: the learning phase, checked like a training step: the policy's parameters after
+# the update, the optimizer's step count and the statistics, against the library's on the
+# same fixtures (see checks_steps)
+
+
+def _update_variant(*, zero_grad=True, clip="before", train=False, old="rollout",
+                    padding=False, order="each epoch", value="cfg", rewhiten=False):
+    """ppo_update with one choice changed; the defaults give the right answer."""
+    def update(policy, optimizer, ro, logprobs, values, advantages, returns, cfg, generator,
+               grad_clip):
+        policy.train(train)
+        stats, B = {}, ro.response.size(0)
+        for epoch in range(cfg.ppo_epochs):
+            if order == "each epoch" or (order == "once" and epoch == 0):
+                perm = torch.randperm(B, generator=generator)
+            elif order == "none":
+                perm = torch.arange(B)
+            for s in range(0, B, cfg.minibatch_size):
+                idx = perm[s: s + cfg.minibatch_size]
+                mb = ref.take(ro, idx)
+                R = mb.response.size(1)
+                new_logprobs, _, new_values = ref.score_responses(policy, mb, cfg.temperature)
+                old_logprobs = {"rollout": logprobs[idx, :R], "current": new_logprobs.detach(),
+                                "attached": new_logprobs}[old]
+                mask = torch.ones_like(mb.mask) if padding else mb.mask
+                adv = advantages[idx, :R]
+                adv = ref.whiten(adv, mb.mask) if rewhiten else adv
+                pg_loss, clipfrac = ref.policy_loss(new_logprobs, old_logprobs, adv, mask,
+                                                    cfg.cliprange)
+                clipped = cfg.clip_value if value == "cfg" else value == "clipped"
+                if value == "none":
+                    vf_loss = torch.zeros(())
+                elif clipped:
+                    vf_loss = ref.value_loss(new_values, values[idx, :R], returns[idx, :R], mask,
+                                             cfg.cliprange_value)
+                else:
+                    vf_loss = 0.5 * ref.masked_mean((new_values - returns[idx, :R]) ** 2, mask)
+                if zero_grad:
+                    optimizer.zero_grad(set_to_none=True)
+                (pg_loss + vf_loss).backward()
+                if clip == "before":
+                    torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
+                optimizer.step()
+                if clip == "after":
+                    torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
+                ref.record_minibatch(stats, new_logprobs, old_logprobs, mb.mask, clipfrac,
+                                     pg_loss, vf_loss)
+        return stats
+
+    return update
+
+
+UPDATE_MISTAKES = {
+    "the gradients were not zeroed: backward adds to .grad, so each step used the sum of the "
+    "gradients of every minibatch so far; call optimizer.zero_grad() before each backward":
+        _update_variant(zero_grad=False),
+    "the gradients were clipped after optimizer.step(): clip_grad_norm_ goes between backward "
+    "and the step (after it, it changes nothing)": _update_variant(clip="after"),
+    "the gradients were not clipped: torch.nn.utils.clip_grad_norm_(policy.parameters(), "
+    "grad_clip) between backward and each step": _update_variant(clip=None),
+    "the policy learned with dropout on (training mode): the rollout was scored with dropout "
+    "off, so keep it off (policy.eval()); with dropout the ratio is not 1 even before the first "
+    "step": _update_variant(train=True),
+    "the ratio's denominator is the current policy's log-probs, not the rollout's: pi_old is "
+    "`logprobs` (scored before the update, the same in every epoch); with the current ones "
+    "the ratio is always 1 and the clip never acts": _update_variant(old="current"),
+    "the old log-probs are the current policy's, still in the graph: pi_old is `logprobs`, "
+    "the rollout's constants; with the current ones the ratio is always 1 and its gradient 0":
+        _update_variant(old="attached"),
+    "the losses are averaged over padding too: give policy_loss and value_loss the "
+    "minibatch's response mask (mb.mask)": _update_variant(padding=True),
+    "the minibatches are not shuffled: each epoch's order is torch.randperm(B, "
+    "generator=generator)": _update_variant(order="none"),
+    "the order was drawn once for all the epochs: draw a new torch.randperm(B, "
+    "generator=generator) at the start of each epoch": _update_variant(order="once"),
+    "the value loss is missing: add it to the policy loss (the value head learns from it "
+    "alone)": _update_variant(value="none"),
+    "the value loss is not clipped though cfg.clip_value is on: use value_loss(...) with "
+    "cfg.cliprange_value": _update_variant(value="plain"),
+    "the value loss is clipped though cfg.clip_value is off: then it is 0.5 * the masked mean "
+    "of (V - returns)^2": _update_variant(value="clipped"),
+    "the advantages were whitened again in each minibatch: they arrive whitened over the whole "
+    "batch; use them as they are": _update_variant(rewhiten=True),
+}
+
+
+def _scored_rollout(temperature=0.7):
+    """What an update is given for the tiny rollout, computed here by the library: the tiny
+    policy's log-probs and values (dropout off), whitened advantages and returns."""
+    policy, reference = fixtures.tiny_policy(0, value_std=0.5), fixtures.tiny_gpt(10)
+    ro = fixtures.tiny_rollout(1)
+    logprobs, _, values, rewards, _ = ref.score_rollout(policy, reference, ro, SCORES, 0.1,
+                                                        temperature)
+    advantages, returns = ref.compute_gae(rewards, values, ro.mask)
+    return logprobs, values, ref.whiten(advantages, ro.mask), returns
+
+
+def _update_setup(dropout=0.0, train=False, **config):
+    """The tiny policy (the one _scored_rollout scored), a PPOConfig for a batch of 4 (lr 0.01
+    and value_lr 0.05 unless told), its optimizer, the tiny rollout and a generator."""
+    config = {"batch_size": 4, "minibatch_size": 2, "ppo_epochs": 2, "lr": 0.01,
+              "value_lr": 0.05, "temperature": 0.7, **config}
+    return {"model": Build(f"{FIXTURES}:tiny_policy", 0, value_std=0.5, dropout=dropout,
+                           train=train),
+            "cfg": Build("minialign.ppo:PPOConfig", **config),
+            "optimizer": Build("minialign.ppo:ppo_optimizer", Kept("model"), Kept("cfg")),
+            "ro": ROLLOUT, "generator": Build(f"{FIXTURES}:generator", 7)}
+
+
+def _update_calls(grad_clip=0.5):
+    return [(Kept("model"), Kept("optimizer"), Kept("ro"), *_scored_rollout(), Kept("cfg"),
+             Kept("generator"), grad_clip)]
+
+
+def _expect_update(t, setup: dict, calls: list, seed: int = 0):
+    """The student's update leaves the policy as the library's does, in as many optimizer
+    steps, and returns the same statistics."""
+    got = student_steps(t, setup, calls, seed)
+    want = local_steps(ref.ppo_update, setup, calls, seed)
+    runs: dict = {}
+
+    def variant(hint):  # each mistake is run at most once
+        if hint not in runs:
+            runs[hint] = local_steps(UPDATE_MISTAKES[hint], setup, calls, seed)
+        return runs[hint]
+
+    count = got.optimizer_steps
+    if type(count) is not int or count != want.optimizer_steps:
+        t.fail(f"the optimizer took {count} step(s) in the update, expected "
+               f"{want.optimizer_steps}", "one optimizer.step() per minibatch: ppo_epochs "
+               "passes of B / minibatch_size minibatches")
+    expect_state(t, got.state, want.state, what="the policy's parameters after the update",
+                 mistakes={h: (lambda h=h: variant(h).state) for h in UPDATE_MISTAKES})
+    for i, (stats, expected) in enumerate(zip(got.losses, want.losses)):
+        t.expect_equal(stats, expected, what="the statistics returned",
+                       mistakes={h: (lambda h=h, i=i: variant(h).losses[i])
+                                 for h in UPDATE_MISTAKES},
+                       hint="call record_minibatch(stats, new_logprobs, old_logprobs, mask, "
+                            "clipfrac, pg_loss, vf_loss) once per minibatch, stats = {} at "
+                            "the start, and return stats")
+    return got
+
+
+def _expect_update_learns(t, setup: dict, calls: list):
+    """Behaviour: after the student's update, the response tokens with positive advantages are
+    more likely and those with negative ones less likely, and the values are nearer the
+    returns (measured here, on the parameters read back)."""
+    got = student_steps(t, setup, calls)
+    policy = fixtures.tiny_policy(0, value_std=0.5)
+    expected = fixtures.state_of(policy)
+    if type(got.state) is not dict or set(got.state) != set(expected) or any(
+            type(got.state[k]) is not torch.Tensor or got.state[k].shape != v.shape
+            for k, v in expected.items()):
+        t.fail("the policy's parameters could not be read back after the update",
+               "update the parameters in place (optimizer.step()); do not replace them")
+    _, _, _, logprobs, values, advantages, returns, *_ = calls[0]  # (B, R) each
+    ro = fixtures.tiny_rollout(1)
+    mask = ro.mask.bool()
+    with torch.no_grad():
+        before = 0.5 * _masked_mean((values - returns) ** 2, mask).item()
+        policy.load_state_dict({k: v.to(expected[k].dtype) for k, v in got.state.items()})
+        new_logprobs, _, new_values = ref.score_responses(policy.eval(), ro, 0.7)
+        gain = torch.where(mask, advantages * (new_logprobs - logprobs), 0.0).sum().item()
+        after = 0.5 * _masked_mean((new_values - returns) ** 2, mask).item()
+    t.expect(gain > 0, f"the update moved the policy against the advantages: the sum of A × "
+             f"(log pi_new - log pi_old) over the response tokens is {gain:.4f}, not positive",
+             "minimise policy_loss (it is already the negative of the objective), with the "
+             "rollout's log-probs as pi_old")
+    t.expect(after < before, f"the value loss against the returns did not fall: {before:.4f} "
+             f"-> {after:.4f}", "add the value loss to the policy loss before backward")
+
+
+@exercise("ch05.ppo_update")
+def check_ppo_update(t):
+    with t.case("one epoch, one minibatch of the 4 rollouts: a single step, before which the "
+                "ratio is exactly 1 (val/ratio [1.0], clipfrac [0.0]); grad_clip 0.5"):
+        _expect_update(t, _update_setup(ppo_epochs=1, minibatch_size=4), _update_calls())
+    with t.case("2 epochs of 2 minibatches of 2 rollouts, in the generator's order; grad_clip "
+                "0.5: four steps, each starting with the last one's gradients still in .grad"):
+        _expect_update(t, _update_setup(), _update_calls())
+    with t.case("the policy arrives in training mode, with dropout 0.2 (torch seeded alike on "
+                "both sides); 2 epochs of 2 minibatches"):
+        _expect_update(t, _update_setup(dropout=0.2, train=True), _update_calls(), seed=7)
+    with t.case("cfg.clip_value off (the value loss is the plain squared error); 3 epochs of "
+                "2 minibatches, grad_clip 0.3"):
+        _expect_update(t, _update_setup(clip_value=False, ppo_epochs=3), _update_calls(0.3))
+    with t.case("behaviour: after 4 epochs of 2 minibatches (lr 0.01), the tokens with positive "
+                "advantages are more likely, those with negative ones less, and the value loss "
+                "against the returns has fallen"):
+        _expect_update_learns(t, _update_setup(ppo_epochs=4), _update_calls(1.0))

@@ -1,5 +1,5 @@
 """Graded checks of chapter 6 (DPO): the log-probability of a whole response, the implicit
-rewards and the DPO (and IPO) loss.
+rewards, the DPO (and IPO) loss, and one DPO step (on a tiny GPT, with `checks_steps`).
 
 The wrong variants below are the mistakes students make; a student's output that equals one of
 them gets that mistake's hint.
@@ -14,7 +14,12 @@ import torch.nn.functional as F
 
 from minialign import dpo
 from minialign import model as ref
+from minialign.course import fixtures
 from minialign.course.checks import exercise
+from minialign.course.checks_steps import (_GLOBAL_RANDOM_STATE, FIXTURES, Kept, expect_state,
+                                           local_steps, step_mistakes, student_steps,
+                                           variant_step)
+from minialign.course.wire import Build
 
 # ==============================================================================================
 # sequence_logprobs
@@ -255,3 +260,186 @@ def check_dpo_loss(t):
     with t.case("IPO, beta 0.5, with gradients"):
         inputs = [(t.randn(3) - 8).requires_grad_(True) for _ in range(4)]
         _check_dpo_case(t, *inputs, beta=0.5, loss_type="ipo", gradients=True)
+
+
+# ==============================================================================================
+# dpo_step: one DPO update, on a tiny GPT built alike here and in the child (see checks_steps)
+
+
+def _step_loss(**change):
+    """loss_of(policy, *batch) for `variant_step`: the library's DPO loss of a batch of pairs
+    with one choice changed (`_step_terms`); the defaults give the right one."""
+    terms = _step_terms(**change)
+    return lambda *args: terms(*args)[0]
+
+
+def _step_terms(*, dropout_off=True, one_pass=True, swapped=False, temperature=None,
+                scored="response", reduce="mean", loss_type=None):
+    """terms(policy, *batch) -> (the mean loss, chosen_rewards, rejected_rewards)."""
+    def terms(policy, ids, padding_mask, response_mask, ref_chosen, ref_rejected, beta, temp,
+              kind):
+        if dropout_off:
+            policy.eval()
+        mask = {"response": response_mask, "padding": padding_mask}[scored]
+        args = (temp if temperature is None else temperature,)
+        n = ids.size(0) // 2
+        if one_pass:
+            logps = ref.logprobs_of_responses(policy, ids, padding_mask, mask, *args)
+        else:  # chosen rows, then rejected rows: two passes, two dropout masks
+            logps = torch.cat([ref.logprobs_of_responses(policy, ids[rows], padding_mask[rows],
+                                                         mask[rows], *args)
+                               for rows in (slice(0, n), slice(n, None))])
+        chosen, rejected = (logps[n:], logps[:n]) if swapped else (logps[:n], logps[n:])
+        losses, rc, rr = dpo.dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta,
+                                      loss_type or kind)
+        return (losses.sum() if reduce == "sum" else losses.mean()), rc, rr
+
+    return terms
+
+
+def _returning_rewards(**change):
+    """A whole step with `change`, returning what dpo_step returns (for the rewards' hints)."""
+    terms = _step_terms(**change)
+
+    def step(*args):
+        rewards = []
+
+        def loss_of(*batch):
+            loss, rc, rr = terms(*batch)
+            rewards[:] = [rc, rr]
+            return loss
+
+        return (variant_step(loss_of)(*args), *rewards)
+
+    return step
+
+
+SCORED_PROMPT = (  # the loss does not show it: both rows of a pair share the prompt's log-probs
+    "the implicit rewards count the prompt's tokens too: score the response tokens only "
+    "(response_mask, not padding_mask)")
+
+
+def _dpo_step_mistakes():
+    mistakes = {hint: step for hint, step in step_mistakes(_step_loss()).items()
+                if "model.train()" not in hint}  # DPO steps in eval mode (no dropout)
+    mistakes.update({
+        "the policy stepped with dropout on: call policy.eval() at the start of the step. The "
+        "reference's log-probs were computed without dropout, so with it on the policy's differ "
+        "from them before any update": variant_step(_step_loss(dropout_off=False)),
+        "chosen and rejected were scored in two forward passes with dropout on, each drawing "
+        "its own dropout masks: turn dropout off (policy.eval()) and score all 2B rows in one "
+        "pass": variant_step(_step_loss(dropout_off=False, one_pass=False)),
+        "chosen and rejected are swapped: the batch's first B rows are the chosen responses, "
+        "the last B the rejected": variant_step(_step_loss(swapped=True)),
+        "the log-probs were scored at temperature 1: pass the step's temperature to "
+        "logprobs_of_responses, the one the reference's were scored at":
+            variant_step(_step_loss(temperature=1.0)),
+        "the loss is summed over the pairs: the step minimises their mean (losses.mean())":
+            variant_step(_step_loss(reduce="sum")),
+        "loss_type was not passed on to dpo_loss (IPO trained as DPO)":
+            variant_step(_step_loss(loss_type="sigmoid")),
+    })
+    return mistakes
+
+
+def _dpo_setup(**model):
+    """A tiny GPT (the policy) and the library's AdamW over it, built with lr 0.05."""
+    return {"model": Build(f"{FIXTURES}:tiny_gpt", seed=0, **model),
+            "optimizer": Build(f"{FIXTURES}:adamw", Kept("model"), lr=0.05)}
+
+
+@torch.no_grad()
+def _reference_logps(batch, temperature, seed):
+    """The frozen reference's (B,) log-probs of the chosen and of the rejected rows: a tiny GPT
+    (seed 0: the policy's starting weights), scored once, without dropout."""
+    with _GLOBAL_RANDOM_STATE:  # its initialisation seeds torch's generator (other threads)
+        reference = fixtures.tiny_gpt(seed=seed, train=False)
+    logps = ref.logprobs_of_responses(reference, *batch, temperature)  # (2B,)
+    n = logps.size(0) // 2
+    return logps[:n], logps[n:]
+
+
+def _dpo_calls(batches, lrs, *, beta=0.5, temperature=0.6, loss_type="sigmoid", ref_seed=0,
+               grad_clip=0.5):
+    model, optimizer = Kept("model"), Kept("optimizer")
+    calls = []
+    for (seed, lengths), lr in zip(batches, lrs):
+        batch = fixtures.pair_batch(seed, lengths)
+        calls.append((model, optimizer, *batch, *_reference_logps(batch, temperature, ref_seed),
+                      beta, temperature, loss_type, lr, grad_clip))
+    return calls
+
+
+def _expect_dpo_steps(t, setup, calls, *, seed=0):
+    """As `checks_steps.expect_steps`, for a step that returns (loss, chosen_rewards,
+    rejected_rewards): the parameters, the optimizer's count and every returned value."""
+    mistakes = _dpo_step_mistakes()
+    got = student_steps(t, setup, calls, seed)
+    want = local_steps(dpo.dpo_step, setup, calls, seed)
+    runs: dict = {}
+
+    def variant(hint):  # each mistake is run at most once
+        if hint not in runs:
+            runs[hint] = local_steps(mistakes[hint], setup, calls, seed)
+        return runs[hint]
+
+    n = len(calls)
+    if type(got.optimizer_steps) is not int or got.optimizer_steps != want.optimizer_steps:
+        t.fail(f"the optimizer took {got.optimizer_steps} step(s) in {n} call(s) of your "
+               f"function", "call optimizer.step() exactly once per call, after backward")
+    expect_state(t, got.state, want.state, what=f"the policy's parameters after {n} step(s)",
+                 mistakes={h: (lambda h=h: variant(h).state) for h in mistakes})
+    for i, (out, expected) in enumerate(zip(got.losses, want.losses)):
+        _expect_triple(t, out, f"call {i + 1}")
+        t.expect_close(out[0], expected[0], what=f"the loss returned by call {i + 1} (the mean "
+                       f"over the pairs, before the update)",
+                       mistakes={h: (lambda h=h, i=i: variant(h).losses[i]) for h in mistakes})
+        for k, name in ((1, "chosen"), (2, "rejected")):
+            t.expect_close(out[k], expected[k], what=f"the {name}_rewards returned by call "
+                           f"{i + 1}", hint="return the implicit rewards dpo_loss gave for "
+                           "this batch", mistakes={SCORED_PROMPT: lambda i=i, k=k: local_steps(
+                               _returning_rewards(scored="padding"), setup, calls,
+                               seed).losses[i][k]})
+
+
+def _expect_triple(t, out, where):
+    if type(out) is not tuple or len(out) != 3:
+        t.fail(f"{where} returned {type(out).__name__}"
+               f"{' of ' + str(len(out)) if type(out) in (tuple, list) else ''}, not a tuple "
+               f"(loss, chosen_rewards, rejected_rewards)",
+               "return loss.item(), chosen_rewards, rejected_rewards")
+    if type(out[0]) is not float:
+        t.fail(f"{where} returned a {type(out[0]).__name__} as the loss, not a Python float",
+               "return loss.item(): the loop logs it as a number")
+
+
+PAIRS = ((3, 4, 2), (5, 2, 6), (2, 7, 5))  # (prompt, chosen, rejected) lengths: 12 tokens at most
+
+
+@exercise("ch06.dpo_step")
+def check_dpo_step(t):
+    with t.case("one step on 3 pairs, the reference = the policy before the step (loss ln 2); "
+                "beta 0.5, temperature 0.6; the schedule's lr is 0.01 (the optimizer was built "
+                "with 0.05), grad_clip 0.5"):
+        _expect_dpo_steps(t, _dpo_setup(), _dpo_calls([(1, PAIRS)], [0.01]))
+    with t.case("three steps on three batches, lr 0.01, 0.02, 0.005, another reference "
+                "(seed 3): each step starts with the last one's gradients still in .grad"):
+        batches = [(2, PAIRS), (3, ((5, 5, 3), (1, 3, 8))),
+                   (4, ((2, 2, 1), (4, 8, 3), (3, 1, 1), (6, 4, 5)))]
+        _expect_dpo_steps(t, _dpo_setup(), _dpo_calls(batches, [0.01, 0.02, 0.005], ref_seed=3))
+    with t.case("the policy arrives in train mode with dropout 0.2 (torch seeded alike on both "
+                "sides)"):
+        _expect_dpo_steps(t, _dpo_setup(dropout=0.2, train=True),
+                          _dpo_calls([(5, PAIRS), (6, PAIRS)], [0.01, 0.01]), seed=7)
+    with t.case("IPO (loss_type 'ipo'), beta 0.5, two steps"):
+        _expect_dpo_steps(t, _dpo_setup(), _dpo_calls([(7, PAIRS), (8, PAIRS)], [0.01, 0.01],
+                                                      loss_type="ipo", ref_seed=3))
+    with t.case("behaviour: 15 steps on one batch (lr 0.01) lower its loss by 10% or more"):
+        got = student_steps(t, _dpo_setup(), _dpo_calls([(9, PAIRS)] * 15, [0.01] * 15))
+        for i, out in enumerate(got.losses):
+            _expect_triple(t, out, f"call {i + 1}")
+        first, last = got.losses[0][0], got.losses[-1][0]
+        t.expect(last < first * 0.9, f"the loss did not fall over 15 steps on the same batch: "
+                 f"{first:.4f} -> {last:.4f}",
+                 "the policy must move against the gradient of this batch's loss: backward on "
+                 "the mean loss, then optimizer.step()")

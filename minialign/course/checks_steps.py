@@ -248,3 +248,29 @@ def expect_loss_falls(t, setup: dict, calls: list, *, seed: int = 0, by: float =
              f"{first:.4f} -> {last:.4f}",
              "the parameters must move against the gradient of this batch's loss: backward on "
              "the loss, then optimizer.step()")
+
+
+# ==============================================================================================
+# one call on kept objects that the function reads without stepping them (PPO's scoring)
+
+
+def student_call(t, setup: dict, args: tuple, seed: int = 0):
+    """Build `setup` in the child, set torch's generator to `seed` (dropout draws from it) and
+    call the student's function once on `args` (each Kept replaced by its object's handle);
+    returns what it returned."""
+    kept: dict = {}
+    for name, build in setup.items():
+        kept[name] = t.student.build(_substitute(build, kept))
+    t.student.build(Build(f"{FIXTURES}:reseed", seed), keep=False)
+    return t.call(*_substitute(tuple(args), kept))
+
+
+def local_call(fn, setup: dict, args: tuple, seed: int = 0):
+    """The same with trusted `fn` (the library's, or a mistake) here, on objects built here;
+    torch's global random state is left as it was."""
+    with _GLOBAL_RANDOM_STATE, torch.random.fork_rng(devices=[]):
+        kept: dict = {}
+        for name, build in setup.items():
+            kept[name] = _construct(_substitute(build, kept))
+        fixtures.reseed(seed)
+        return fn(*_substitute(tuple(args), kept))

@@ -11,9 +11,16 @@ same function itself. The same arguments give the same objects, bit for bit.
     adamw(model, lr, ...)      the library's AdamW (`utils.make_optimizer`) over that model
     token_batch(seed, ...)     (x, y) windows of random tokens, y = x shifted by one
     chat_batch(seed, ...)      (input_ids, labels) as `sft.collate` makes them
+    pair_batch(seed, ...)      (ids, padding_mask, response_mask) as `dpo.encode_pairs` makes them
     reseed(seed)               torch's global generator (dropout draws from it) set to `seed`
     state_of(model)            {name: tensor}: copies of the model's parameters and buffers
     optimizer_steps(optimizer) how many steps the optimizer has taken
+    tiny_policy(seed, ...)     a tiny_gpt with PPO's value head (`ppo.PolicyWithValueHead`)
+    tiny_rollout(seed, ...)    a `ppo.Rollout` of random prompts and responses, padded
+    generator(seed)            a torch.Generator set to `seed` (PPO shuffles its minibatches)
+    tiny_reward_model(seed, ...) a tiny reward model: a ScalarHeadGPT read at each row's last token
+    reward_adamw(rm, lr, head_lr) the reward stage's AdamW (`reward.make_reward_optimizer`)
+    ranking_batch(seed, ...)   (ids, padding_mask, slots) as `preferences.batch_rankings` makes them
 
 Only the parent decides what is built: a `Build` names a function of the minialign package and
 its arguments, and what comes back from the child (a handle, or `state_of`'s tensors) is data
@@ -72,6 +79,71 @@ def chat_batch(seed: int, lengths=((3, 4), (5, 2), (2, 7)), vocab_size: int = 32
     return input_ids, labels
 
 
+def pair_batch(seed: int, lengths=((3, 4, 2), (5, 2, 6), (2, 7, 7)), vocab_size: int = 32,
+               pad_id: int = 0):
+    """ids, padding_mask, response_mask: (2B, T) preference pairs as `dpo.encode_pairs` makes
+    them, one pair per (prompt length, chosen length, rejected length): the B chosen rows
+    first, then the B rejected ones, each pair's two rows sharing its prompt; right-padded
+    (padding_mask False on the pads), response_mask True on the response tokens only. T is the
+    longest row."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []  # (prompt + response ids, prompt length)
+    prompts = [torch.randint(1, vocab_size, (p,), generator=g) for p, _, _ in lengths]
+    for side in (1, 2):  # chosen, then rejected
+        for prompt, spec in zip(prompts, lengths):
+            response = torch.randint(1, vocab_size, (spec[side],), generator=g)
+            rows.append((torch.cat([prompt, response]), len(prompt)))
+    T = max(len(r) for r, _ in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    padding_mask = torch.zeros(len(rows), T, dtype=torch.bool)
+    response_mask = torch.zeros(len(rows), T, dtype=torch.bool)
+    for i, (row, prompt_len) in enumerate(rows):
+        ids[i, : len(row)] = row
+        padding_mask[i, : len(row)] = True
+        response_mask[i, prompt_len: len(row)] = True
+    return ids, padding_mask, response_mask
+
+
+def tiny_policy(seed: int = 0, value_std: float = 0.0, **gpt):
+    """tiny_gpt(seed, **gpt) with PPO's value head (`ppo.PolicyWithValueHead`), in the mode
+    tiny_gpt's `train` says. The head starts at zero, as in the library; value_std > 0 draws its
+    weights from N(0, value_std^2) instead (seeded), so that the values differ from 0."""
+    from ..ppo import PolicyWithValueHead
+
+    policy = PolicyWithValueHead(tiny_gpt(seed, **gpt))
+    if value_std:
+        g = torch.Generator().manual_seed(seed + 1)
+        weight = policy.value_head.weight
+        with torch.no_grad():
+            weight.copy_(torch.randn(weight.shape, generator=g) * value_std)
+    return policy.train(gpt.get("train", True))
+
+
+def tiny_rollout(seed: int, prompt_lengths=(3, 1, 2, 3), response_lengths=(4, 2, 5, 1),
+                 vocab_size: int = 32, pad_id: int = 0):
+    """A `ppo.Rollout` as `ppo.rollout` lays it out: [left pad][prompt][response][right pad],
+    one row per (prompt length, response length), random tokens (never pad_id). P and R are
+    the longest prompt and response; a response shorter than R ended (<|end|>), one of R
+    tokens did not."""
+    from ..ppo import Rollout
+
+    g = torch.Generator().manual_seed(seed)
+    B, P, R = len(prompt_lengths), max(prompt_lengths), max(response_lengths)
+    ids = torch.full((B, P + R), pad_id, dtype=torch.long)
+    attention = torch.zeros(B, P + R, dtype=torch.bool)
+    for i, (p, r) in enumerate(zip(prompt_lengths, response_lengths)):
+        ids[i, P - p: P + r] = torch.randint(1, vocab_size, (p + r,), generator=g)
+        attention[i, P - p: P + r] = True
+    lengths = torch.tensor(response_lengths)
+    mask = (torch.arange(R) < lengths.unsqueeze(1)).float()  # (B, R)
+    return Rollout(ids, attention, ids[:, P:].clone(), mask, P, lengths < R)
+
+
+def generator(seed: int) -> torch.Generator:
+    """A torch.Generator set to `seed` (PPO's minibatches are shuffled with one)."""
+    return torch.Generator().manual_seed(seed)
+
+
 def reseed(seed: int) -> None:
     """Set torch's global generator, which dropout draws from, so that both sides draw alike."""
     torch.manual_seed(seed)
@@ -87,3 +159,82 @@ def optimizer_steps(optimizer: torch.optim.Optimizer) -> int:
     before the first step)."""
     counts = [int(state["step"]) for state in optimizer.state.values() if "step" in state]
     return max(counts, default=0)
+
+
+class TinyRewardModel(torch.nn.Module):
+    """`reward.RewardModel`'s forward on right-padded rows: a ScalarHeadGPT read at each row's
+    last real token, (N, T) -> (N,). (The library's reads with `last_token_scores`, an exercise
+    of chapter 4, stubbed in the child while that chapter is graded; here the rows are right
+    padded, so the last real token is at padding_mask.sum(1) - 1.)"""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net  # the trunk and its scalar head (`net.head`), as in RewardModel
+
+    def forward(self, idx, padding_mask):
+        values = self.net(idx, padding_mask)  # (N, T)
+        last = padding_mask.long().sum(1) - 1  # (N,) right padding only
+        return values.gather(1, last.unsqueeze(1)).squeeze(1)  # (N,)
+
+
+def tiny_reward_model(seed: int = 0, head_std: float = 0.5, **gpt) -> TinyRewardModel:
+    """A reward model on tiny_gpt(seed, **gpt)'s trunk (in the mode tiny_gpt's `train` says).
+    Its head is drawn from N(0, head_std^2) (seeded), so that every parameter has a gradient
+    from the first step; head_std=0 keeps the library's zero head (every answer scores 0).
+    Torch's global generator is left as it was."""
+    from ..model import ScalarHeadGPT
+
+    trunk = tiny_gpt(seed, **gpt)
+    with torch.random.fork_rng(devices=[]):
+        net = ScalarHeadGPT.from_gpt(trunk)  # (builds a fresh GPT first: random draws)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for param in net.head.parameters():
+            param.copy_(torch.randn(param.shape, generator=g) * head_std)
+    return TinyRewardModel(net).train(trunk.training)
+
+
+def reward_adamw(rm: torch.nn.Module, lr: float = 0.05, head_lr: float = 0.5,
+                 eps: float = 1e-3):
+    """The reward stage's optimizer (`reward.make_reward_optimizer`): AdamW in two groups, the
+    trunk at `lr`, the scalar head at `head_lr`; but with Adam's eps at 1e-3, not 1e-8.
+
+    Some parameters have a gradient of 0 in exact arithmetic: the head's bias and the final
+    LayerNorm's add the same number to every score, and the ranking loss depends on differences
+    of scores only; the attention keys' bias adds the same number to a row of attention logits,
+    which the softmax ignores. Rounding leaves a gradient of about 1e-9 there, different for
+    each way of writing the same sums, and Adam's g / (|g| + eps) would blow it up into updates
+    of the size of the learning rate with eps = 1e-8; a larger eps keeps them negligible."""
+    from ..reward import RewardConfig, make_reward_optimizer
+
+    optimizer = make_reward_optimizer(rm, RewardConfig(lr=lr, head_lr=head_lr))
+    for group in optimizer.param_groups:
+        group["eps"] = eps
+    return optimizer
+
+
+def ranking_batch(seed: int, answers=((5, 3, 7), (4, 6), (2, 8, 3)), vocab_size: int = 32,
+                  pad_id: int = 0):
+    """ids, padding_mask: (B*K, T) and slots: (B, K) bool, as `preferences.batch_rankings` makes
+    them, for B rankings of random tokens (never pad_id): answers[b] holds the lengths (prompt
+    and answer together) of ranking b's answers, best first; K is the most answers of any. Row
+    b*K + j holds answer j of ranking b, right-padded (padding_mask False on the pads); where
+    ranking b has no answer j, the row is a one-token placeholder and slots[b, j] is False."""
+    g = torch.Generator().manual_seed(seed)
+    K = max(len(lengths) for lengths in answers)
+    slots = torch.zeros(len(answers), K, dtype=torch.bool)
+    rows = []
+    for b, lengths in enumerate(answers):
+        for j in range(K):
+            if j < len(lengths):
+                rows.append(torch.randint(1, vocab_size, (lengths[j],), generator=g))
+                slots[b, j] = True
+            else:
+                rows.append(torch.tensor([pad_id]))  # placeholder, masked out of the loss
+    T = max(len(row) for row in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    padding_mask = torch.zeros(len(rows), T, dtype=torch.bool)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        padding_mask[i, : len(row)] = True
+    return ids, padding_mask, slots

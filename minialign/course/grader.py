@@ -9,9 +9,11 @@ A folder holds chapter files with the generated names (ch01_tokenizer.py, ...). 
 chapter: the concept questions are graded from the `ANSWERS` dict, read without running the file;
 an exercise whose body is still the untouched stub is "not attempted" without running anything;
 the others are checked one by one in a sandboxed child (see runner.py, sandbox.py and
-isolation.py), which is replaced after a crash or a timeout. Chapters (and students) are graded
-in parallel, two at a time by default. Grading is all or nothing per item; points are in
-rubric.json.
+isolation.py), which is replaced after a crash or a timeout. Then a chapter's capstone, if it
+has one (capstone.py: chapters 5 and 6), trains a small policy with every function the student
+wrote, in a fresh child, and the trained policy is measured here with the gold reward
+(`--no-capstones` leaves them out). Chapters (and students) are graded in parallel, two at a
+time by default. Grading is all or nothing per item; points are in rubric.json.
 
 A submission is read as regular files only, never through a link, never outside its folder, and
 decoded as Python does (a coding cookie, a UTF-8 BOM). With `--submissions DIR` every sub-folder
@@ -20,8 +22,11 @@ cleaned first (`runner.clean`), and reports are written once every student proce
 
 The report lists, per item: points earned / possible, passed / failed / not attempted, what went
 wrong (in which case), a hint naming the mistake it looks like, and what the student's code
-printed (truncated). Formats: text, JSON, CSV (one row per student per item) and Gradescope's
-results.json. The exit code is 0 whatever the grades; 2 for a usage error.
+printed (truncated). With `--hints [N]` (`hints=` in `grade`), each exercise not passed also
+shows its first N hints, or all of them: they are written in the library's exercise region,
+gentlest first, the last one down to the formula (see markers.py); without it the report
+gives no exercise's formula away. Formats: text, JSON, CSV (one row per student per item)
+and Gradescope's results.json. The exit code is 0 whatever the grades; 2 for a usage error.
 """
 
 from __future__ import annotations
@@ -39,10 +44,12 @@ import tokenize
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from .capstone import Capstone, capstones_for
 from .checks import Check, CheckFailed, load_all_checks
+from .checks_capstones import check_capstone, start as capstone_start
 from .markers import CHAPTERS, REPO_DIR, Exercise, find_exercises
 from .questions import Question, load_answer_key, questions_for
 from .report import (FAILED, NOT_ATTEMPTED, NOT_HANDED_OUT, PASSED, RENDERERS, Item, Report,
@@ -64,13 +71,16 @@ class Rubric:
     exercises: dict
     questions: dict
     time_limit_s: float
+    capstones: dict = field(default_factory=dict)  # capstone.py: a chapter's functions together
 
     def points(self, item_id: str) -> float:
-        entry = (self.questions if item_id.startswith("q") else self.exercises).get(item_id, 1)
+        section = self.questions if item_id.startswith("q") else \
+            self.capstones if item_id in self.capstones else self.exercises
+        entry = section.get(item_id, 1)
         return float(entry["points"] if isinstance(entry, dict) else entry)
 
     def time_limit(self, item_id: str) -> float:
-        entry = self.exercises.get(item_id)
+        entry = self.capstones.get(item_id, self.exercises.get(item_id))
         if isinstance(entry, dict) and "time_limit_s" in entry:
             return float(entry["time_limit_s"])
         return self.time_limit_s
@@ -79,7 +89,7 @@ class Rubric:
 def load_rubric(path: Path = RUBRIC_PATH) -> Rubric:
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     return Rubric(data.get("exercises", {}), data.get("questions", {}),
-                  float(data.get("time_limit_s", 10)))
+                  float(data.get("time_limit_s", 10)), data.get("capstones", {}))
 
 
 @dataclass
@@ -94,6 +104,7 @@ class Settings:
     whole_class: bool = False  # grading --submissions: a student's folder may not be a link
     answer_key: dict | None = None  # concept questions' key (--answer-key); None: the library's
     release_explanations: bool = False  # explain the right answer after a wrong one too
+    capstones: bool = True  # run the capstones (training runs: see capstone.py)
 
 
 class RefusedAsRoot(ValueError):
@@ -131,30 +142,37 @@ def gradable_chapters() -> list[int]:
 def grade(impl="exercises", chapters=None, *, student: str | None = None,
           time_limit: float | None = None, memory_mb: int | None = None, jobs: int | None = None,
           strict: bool = False, limits: Limits | None = None, report_path=None,
-          answer_key: dict | None = None, release_explanations: bool = False) -> Report:
+          answer_key: dict | None = None, release_explanations: bool = False,
+          hints=None, capstones: bool = True) -> Report:
     """Grade one folder. chapters: list of numbers, or None for every chapter.
     report_path: where the report will be written (its folder is hidden from student code).
-    answer_key: the questions' key (questions.load_answer_key); None: the library's, if any."""
+    answer_key: the questions' key (questions.load_answer_key); None: the library's, if any.
+    hints: None (no exercise hints), N (the first N hints of each exercise not passed) or
+    "all"; see `attach_hints`. capstones=False leaves the capstones (training runs) out."""
     folder = resolve_impl(impl)
     settings = _settings(time_limit, memory_mb, jobs, strict, limits, report_path, folder)
     settings.answer_key, settings.release_explanations = answer_key, release_explanations
+    settings.capstones = capstones
     name = student or (str(impl) if str(impl) in ("solutions", "exercises") else folder.name)
-    return _grade_folders([(name, folder)], chapters, settings)[0]
+    return attach_hints(_grade_folders([(name, folder)], chapters, settings)[0], hints)
 
 
 def grade_submissions(folder, chapters=None, *, time_limit: float | None = None,
                       memory_mb: int | None = None, jobs: int | None = None, strict: bool = False,
                       limits: Limits | None = None, report_path=None,
                       answer_key: dict | None = None,
-                      release_explanations: bool = False) -> list[Report]:
+                      release_explanations: bool = False, hints=None,
+                      capstones: bool = True) -> list[Report]:
     """Grade every sub-folder of `folder` (one per student, whatever its name), sorted by name.
     A sub-folder that is a link is not followed: its report says so."""
     settings = _settings(time_limit, memory_mb, jobs, strict, limits, report_path, folder)
     settings.answer_key, settings.release_explanations = answer_key, release_explanations
+    settings.capstones = capstones
     students = [(p.name, p if p.is_symlink() else student_folder(p))
                 for p in sorted(Path(folder).iterdir())
                 if (p.is_dir() or p.is_symlink()) and not p.name.startswith((".", "_"))]
-    return _grade_folders(students, chapters, settings, whole_class=True)
+    reports = _grade_folders(students, chapters, settings, whole_class=True)
+    return [attach_hints(report, hints) for report in reports]
 
 
 def _settings(time_limit, memory_mb, jobs, strict, limits, report_path, graded) -> Settings:
@@ -219,6 +237,38 @@ def _clean_item(item: Item) -> Item:
     return item
 
 
+def hint_count(hints) -> int | None:
+    """How many hints `hints` asks for: 0 for none (None, False, 0), N for a whole number
+    N >= 1, -1 for every one ("all" or True). Raises ValueError for anything else."""
+    if hints is None or hints is False or hints == 0:
+        return 0
+    if hints is True or str(hints).strip().lower() == "all":
+        return -1
+    try:
+        n = int(str(hints).strip())
+    except ValueError:
+        n = -2
+    if n < 0:
+        raise ValueError(f"--hints takes a number of hints (1, 2, ...) or 'all', not {hints!r}")
+    return n
+
+
+def attach_hints(report: Report, hints=None) -> Report:
+    """Give each exercise of the report that is not passed (failed or not attempted) its first
+    N hints (`hints`: see hint_count), and say how many are left. Hints are trusted text from
+    the library's exercise regions (markers.py), gentlest first, the last one the formula."""
+    n = hint_count(hints)
+    by_id = {e.id: e for e in find_exercises()}
+    for item in report.items:
+        exercise = by_id.get(item.id)
+        if item.kind != "exercise" or exercise is None or item.status not in (FAILED,
+                                                                               NOT_ATTEMPTED):
+            continue
+        shown = list(exercise.hints if n == -1 else exercise.hints[:n])
+        item.hints, item.hints_left = shown, len(exercise.hints) - len(shown)
+    return report
+
+
 def _grade_chapter_safely(folder: Path, number: int, all_exercises, settings: Settings):
     """_grade_chapter, except that a bug of the grader costs this chapter, not the class."""
     try:
@@ -233,6 +283,8 @@ def _grade_chapter_safely(folder: Path, number: int, all_exercises, settings: Se
                  for ex in all_exercises if ex.chapter == number]
         items += [_item(q.id, number, "question", _title(q), 0, settings.rubric.points(q.id),
                         FAILED, message) for q in questions_for(number)]
+        items += [_item(c.id, number, "capstone", c.title, 0, settings.rubric.points(c.id),
+                        FAILED, message) for c in _capstones(number, settings)]
         return items, [message], 0.0
 
 
@@ -254,11 +306,14 @@ def _grade_chapter(folder: Path, number: int, all_exercises, settings: Settings)
                        problem) for e in exercises]
         items += [_item(q.id, number, "question", _title(q), 0, rubric.points(q.id), status,
                         problem) for q in questions]
+        items += [_item(c.id, number, "capstone", c.title, 0, rubric.points(c.id), status,
+                        problem) for c in _capstones(number, settings)]
         return items, [], time.monotonic() - start
 
     tree, parse_problems = parse_salvaging(source, str(path))
     handed = handed_out(source, number, exercises, questions)  # the items of the file's version
     exercises, questions = handed.exercises, handed.questions
+    capstones = handed.capstones_of(_capstones(number, settings))
     notes = ([problem] if problem else []) + handed.notes
     notes += [f"line {p['line']}: {p['message']}" if p.get("line") else p["message"]
               for p in parse_problems]
@@ -272,6 +327,7 @@ def _grade_chapter(folder: Path, number: int, all_exercises, settings: Settings)
     items = []
     session = Session(path, source, [e.qualname for e in to_run], settings.limits,
                       cpu_s=int(sum(_limit(e, settings) for e in to_run)
+                                + sum(rubric.time_limit(c.id) for c in capstones)
                                 + settings.limits.load_s + 60),
                       isolation=settings.isolation, chapter=number) if to_run else None
     try:
@@ -282,6 +338,7 @@ def _grade_chapter(folder: Path, number: int, all_exercises, settings: Settings)
                 items.append(_item(e.id, number, "exercise", e.qualname, 0, rubric.points(e.id),
                                    NOT_ATTEMPTED, "the body is still the stub that raises "
                                    "NotImplementedError: write it"))
+        items += [_grade_capstone(session, c, to_run, settings) for c in capstones]
         if session is not None:
             notes += [f"line {p.get('line')}: {p.get('message')}" for p in session.problems
                       if "SyntaxError" not in str(p.get("message"))]
@@ -299,6 +356,53 @@ def _grade_chapter(folder: Path, number: int, all_exercises, settings: Settings)
 
 def _limit(exercise: Exercise, settings: Settings) -> float:
     return settings.time_limit or settings.rubric.time_limit(exercise.id)
+
+
+def _capstones(number: int, settings: Settings) -> list[Capstone]:
+    return capstones_for(number) if settings.capstones else []
+
+
+def _grade_capstone(session: Session | None, capstone: Capstone, written: list[Exercise],
+                    settings: Settings) -> Item:
+    """A capstone (capstone.py): the chapter's functions that the student wrote train a policy
+    together, in a fresh sandboxed process; the trained policy is measured here. Its time limit
+    is the rubric's (`--time-limit` is the exercises'), for the training run as a whole."""
+    item = _item(capstone.id, capstone.chapter, "capstone", capstone.title, 0,
+                 settings.rubric.points(capstone.id), FAILED)
+    if session is None:  # every function of the chapter is still the stub
+        item.status = NOT_ATTEMPTED
+        item.message = (f"the capstone trains with your functions of chapter {capstone.chapter}: "
+                        f"write them first. {capstone.description}")
+        return item
+    start = time.monotonic()
+    started = False
+    try:
+        capstone_start()  # the starting policy (built once per process), before the clock runs
+        start = time.monotonic()
+        session.restart()  # a process of its own: nothing left by the checks, its own CPU time
+        if not session.ensure_loaded():
+            item.message = session.load_failure
+            return item
+        session.start_exercise(settings.rubric.time_limit(capstone.id))
+        started = True
+        item.message = check_capstone(session, capstone, written)
+        item.status, item.points = PASSED, item.max_points
+    except (StudentProblem, CheckFailed) as e:
+        item.message = f"{e.message}\n({capstone.description})"
+        item.hint = e.hint
+    except GraderError as e:
+        item.message = f"the grader could not run your code: {e}"
+        print(f"minialign.grade: {capstone.id}: {e}", file=sys.stderr)
+    except Exception as e:  # a bug in the capstone itself, not the student's fault
+        if settings.strict:
+            raise
+        item.message = (f"internal error in the capstone {capstone.id} ({type(e).__name__}: "
+                        f"{e}); please report it to the course staff")
+        traceback.print_exc()
+    finally:
+        item.output = session.output().strip() if started else ""
+        item.seconds = round(time.monotonic() - start, 3)
+    return item
 
 
 def _grade_exercise(session: Session, exercise: Exercise, settings: Settings) -> Item:
@@ -569,6 +673,16 @@ class HandedOut:
     questions: list
     left_out: list[Item]  # items added after that version: "not handed out", 0 of 0 points
     notes: list[str]
+    handed: frozenset | None = None  # the ids of its version's items; None: every item
+
+    def capstones_of(self, capstones: list) -> list:
+        """The capstones its version handed out; the others join the items not handed out."""
+        if self.handed is None:
+            return list(capstones)
+        self.left_out += [_item(c.id, c.chapter, "capstone", c.title, 0, 0, NOT_HANDED_OUT,
+                                _not_handed_out(self.version))
+                          for c in capstones if c.id not in self.handed]
+        return [c for c in capstones if c.id in self.handed]
 
     def complete(self, items: list[Item]) -> list[Item]:
         """The graded items, then those not handed out, all marked with the file's version."""
@@ -590,14 +704,18 @@ def handed_out(source: str, number: int, exercises: list, questions: list) -> Ha
     if items is None:
         return HandedOut(version, exercises, questions, [], notes)
     keep = set(items)
-    message = (f"added to the course after version {version} of the exercise set, the version "
-               f"of your file: not counted (your instructor can give you the new file)")
+    message = _not_handed_out(version)
     left_out = [_item(e.id, number, "exercise", e.qualname, 0, 0, NOT_HANDED_OUT, message)
                 for e in exercises if e.id not in keep]
     left_out += [_item(q.id, number, "question", _title(q), 0, 0, NOT_HANDED_OUT, message)
                  for q in questions if q.id not in keep]
     return HandedOut(version, [e for e in exercises if e.id in keep],
-                     [q for q in questions if q.id in keep], left_out, notes)
+                     [q for q in questions if q.id in keep], left_out, notes, frozenset(keep))
+
+
+def _not_handed_out(version: str) -> str:
+    return (f"added to the course after version {version} of the exercise set, the version "
+            f"of your file: not counted (your instructor can give you the new file)")
 
 
 
@@ -633,6 +751,13 @@ def main(argv=None) -> int:
     parser.add_argument("--release-explanations", action="store_true",
                         help="show each question's explanation after a wrong answer too (once "
                              "the answers may be known)")
+    parser.add_argument("--hints", nargs="?", const="all", metavar="N",
+                        help="show the hints of each exercise not passed, gentlest first: the "
+                             "first N (--hints 1, then 2, ...), or all of them (--hints alone; "
+                             "the last one gives the formula)")
+    parser.add_argument("--no-capstones", action="store_true",
+                        help="leave out the capstones of chapters 5 and 6 (each trains a small "
+                             "policy with the student's functions: about 10 to 30 s)")
     parser.add_argument("--allow-root", action="store_true",
                         help="grade a class even if student code must run as root (when no "
                              "other user may run Python here); see docs/instructors.md")
@@ -641,6 +766,10 @@ def main(argv=None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     limits = Limits(allow_root=args.allow_root)
+    try:
+        hint_count(args.hints)
+    except ValueError as e:
+        parser.error(str(e))
 
     try:
         key = load_answer_key(args.answer_key) if args.answer_key else None
@@ -658,7 +787,8 @@ def main(argv=None) -> int:
                                         time_limit=args.time_limit, memory_mb=args.memory_mb,
                                         jobs=args.jobs, limits=limits, report_path=out,
                                         answer_key=key,
-                                        release_explanations=args.release_explanations)
+                                        release_explanations=args.release_explanations,
+                                        hints=args.hints, capstones=not args.no_capstones)
             written = write_class_reports(out, fmt, reports)
             print(pass_rates(reports))
             print("wrote " + "\n      ".join(str(p) for p in written))
@@ -670,7 +800,8 @@ def main(argv=None) -> int:
         report = grade(args.impl, args.chapter, student=args.student, time_limit=args.time_limit,
                        memory_mb=args.memory_mb, jobs=args.jobs, limits=limits,
                        report_path=args.out, answer_key=key,
-                       release_explanations=args.release_explanations)
+                       release_explanations=args.release_explanations, hints=args.hints,
+                       capstones=not args.no_capstones)
     except ValueError as e:
         parser.error(str(e))
     text = RENDERERS[args.format](report)

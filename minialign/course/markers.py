@@ -15,8 +15,12 @@ Rules, checked here with errors that name the file and line:
   * one region per function, opening right after the docstring and closing at the end of the
     body (nothing but the region follows the docstring);
   * `chapter` (1-8: a key of CHAPTERS), `difficulty` (1-3) and `minutes` are required;
-  * `# hint:` comment lines at the top of the region (and the comment lines that continue them)
-    are kept in the student's stub.
+  * `# hint:` comment lines at the top of the region (each starts a hint; the comment lines
+    after it continue it) are the exercise's hints, gentlest first, the last one down to the
+    formula. A warm-up's (difficulty 1) stay in the student's stub; those of a ★★ or ★★★
+    exercise are left out of the generated files and shown by the grader on request (`python
+    -m minialign.grade --hints`), so that its stub holds only the docstring: the contract and
+    the idea.
 
 `find_exercises()` scans every `minialign/*.py` file, so a new marker needs no registration.
 """
@@ -62,6 +66,7 @@ START = re.compile(r"^(?P<indent>[ \t]*)# >>> exercise:(?P<attrs>.*)$")
 END = re.compile(r"^[ \t]*# <<< exercise[ \t]*$")
 HINT = re.compile(r"^[ \t]*# hint:")
 REQUIRED = ("chapter", "difficulty", "minutes")
+STUB_HINTS_MAX_DIFFICULTY = 1  # hints of harder exercises are shown by the grader, not the stub
 
 
 class MarkerError(ValueError):
@@ -83,7 +88,14 @@ class Exercise:
     unit: str  # the top-level name copied into the chapter file (function, or the class)
     unit_start: int  # first line of that top-level definition (decorators included)
     unit_end: int  # its last line (the end marker included)
-    n_hint_lines: int  # comment lines right after the start marker kept in the stub
+    n_hint_lines: int  # the `# hint:` comment lines right after the start marker
+    hints: tuple[str, ...] = ()  # their text, one entry per hint, gentlest first
+
+    @property
+    def hints_in_stub(self) -> bool:
+        """True for a warm-up: its hints are copied into the student's stub. A harder
+        exercise's hints are shown only by the grader, on request."""
+        return self.difficulty <= STUB_HINTS_MAX_DIFFICULTY
 
     @property
     def id(self) -> str:
@@ -163,7 +175,8 @@ def exercises_in_source(source: str, path: Path) -> list[Exercise]:
             chapter=attrs["chapter"], module=path.stem, qualname=qualname,
             difficulty=attrs["difficulty"], minutes=attrs["minutes"], path=path, start=start,
             end=end, unit=unit.name, unit_start=unit_start, unit_end=unit_end,
-            n_hint_lines=_count_hint_lines(lines, start, end)))
+            n_hint_lines=_count_hint_lines(lines, start, end),
+            hints=_hint_texts(lines[start: start + _count_hint_lines(lines, start, end)])))
     return exercises
 
 
@@ -246,3 +259,17 @@ def _count_hint_lines(lines, start, end) -> int:
             break
         n += 1
     return n
+
+
+def _hint_texts(hint_lines) -> tuple[str, ...]:
+    """The hints of a region's hint lines: each `# hint:` line starts one, and the comment lines
+    after it continue it (joined with spaces)."""
+    hints: list[str] = []
+    for line in hint_lines:
+        match = HINT.match(line)
+        text = line[match.end():] if match else line.strip()[1:]
+        if match or not hints:
+            hints.append(text.strip())
+        else:
+            hints[-1] = f"{hints[-1]} {text.strip()}".strip()
+    return tuple(hints)

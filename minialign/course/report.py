@@ -29,7 +29,7 @@ class Item:
 
     id: str  # "ch02.gather_logprobs" or "q2.1"
     chapter: int
-    kind: str  # "exercise" or "question"
+    kind: str  # "exercise", "question" or "capstone" (capstone.py)
     title: str
     points: float
     max_points: float
@@ -40,6 +40,8 @@ class Item:
     seconds: float = 0.0
     explanation: str = ""  # a question's explanation of the right answer, when it is shown
     version: str = ""  # version of the exercise file the item was graded from ("" if none)
+    hints: list[str] = field(default_factory=list)  # the exercise's hints asked for (--hints)
+    hints_left: int = 0  # its hints not shown (the next ones, down to the formula)
 
 
 @dataclass
@@ -99,6 +101,8 @@ def render_text(report: Report, show_output: bool = True) -> str:
                 lines.append(_indent(f"{label}: {item.hint}", 6))
             if item.explanation:
                 lines.append(_indent(f"why: {item.explanation}", 6))
+            if item.hints:
+                lines.extend(_hint_lines(item))
             if show_output and item.output and item.status == FAILED:
                 lines.append(_indent("your code printed:\n" + _indent(item.output, 2, "| "), 6))
     counts = status_counts(report)
@@ -106,7 +110,25 @@ def render_text(report: Report, show_output: bool = True) -> str:
     lines += ["", f"Total: {_pts(report.score)} / {_pts(report.max_score)} points "
                   f"({report.percent:.0f}%): {counts[PASSED]} passed, {counts[FAILED]} failed, "
                   f"{counts[NOT_ATTEMPTED]} not attempted{extra}"]
+    if any(i.hints_left and not i.hints for i in report.items if i.status != PASSED):
+        lines.append(_indent(HINTS_OFFER, 0))
     return "\n".join(lines)
+
+
+HINTS_OFFER = ("Stuck? Add --hints 1 to this command (in a notebook: check(chapter, hints=1)) "
+               "for a first hint on each exercise not passed; --hints 2, 3, ... for more, "
+               "--hints for all of them (the last one gives the formula).")
+
+
+def _hint_lines(item: Item) -> list[str]:
+    """An exercise's hints, numbered gentlest first, and how to ask for the next ones."""
+    shown, total = len(item.hints), len(item.hints) + item.hints_left
+    more = f", --hints {shown + 1} for the next" if item.hints_left else ""
+    lines = [_indent(f"hints {shown} of {total} (gentlest first{more}):", 6)]
+    for n, hint in enumerate(item.hints, 1):
+        lines.extend(textwrap.wrap(f"{n}. {hint}", 100, initial_indent=" " * 8,
+                                   subsequent_indent=" " * 11, break_on_hyphens=False))
+    return lines
 
 
 def status_counts(report: Report) -> dict[str, int]:
@@ -248,6 +270,8 @@ def render_gradescope(report: Report) -> str:
         parts += [("Why not: " if item.kind == "question" else "Hint: ") + item.hint] \
             if item.hint and item.status != PASSED else []
         parts += ["Why: " + item.explanation] if item.explanation else []
+        parts += ["Hints:\n" + "\n".join(f"{n}. {h}" for n, h in enumerate(item.hints, 1))] \
+            if item.hints else []
         parts += ["Your code printed:\n" + item.output] if item.output else []
         tests.append({"name": f"{item.id}: {item.title}", "number": str(number),
                       "score": item.points, "max_score": item.max_points,

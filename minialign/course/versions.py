@@ -36,12 +36,15 @@ def load_history(path: Path = VERSIONS_PATH) -> dict[str, list[str]]:
 
 
 def current_items() -> list[str]:
-    """The ids of every exercise marked in the library and every concept question, sorted."""
+    """The ids of every exercise marked in the library, every concept question and every
+    capstone, sorted."""
+    from .capstone import CAPSTONES
     from .markers import find_exercises
     from .questions import QUESTIONS
 
     return sorted({e.id for e in find_exercises()}
-                  | {q.id for qs in QUESTIONS.values() for q in qs})
+                  | {q.id for qs in QUESTIONS.values() for q in qs}
+                  | {c.id for c in CAPSTONES})
 
 
 def version_of(items: list[str], history: dict[str, list[str]]) -> tuple[int, bool]:
