@@ -265,7 +265,9 @@ SUBMISSIONS.update({
                   "rejected_rewards)\n\n\ndef _unused2(chosen_rewards, rejected_rewards):")
          + "\nbradley_terry_loss = minialign.reward.bradley_terry_loss\n"},
         {"ch04.bradley_terry_loss": "failed", "ch04.ranking_loss": "failed",
-         "ch04.preference_accuracy": "failed", "ch04.last_token_scores": "passed"}),
+         "ch04.preference_accuracy": "failed", "ch04.last_token_scores": "passed",
+         # the solution's reward_step, calling the delegating ranking_loss: no credit either
+         "ch04.reward_step": "failed"}),
 })
 if NAMESPACES:
     SUBMISSIONS.update({
