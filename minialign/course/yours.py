@@ -46,7 +46,7 @@ CHAPTER_OF = {"pretrain": 2, "sft": 3, "reward": 4, "ppo": 5, "dpo": 6}
 # going by the full runs' time per step and per evaluation. The evaluation on the 540 held-out
 # prompts stays whole, so that the gold reward is measured as in the full run.
 SHORT = {
-    "pretrain": dict(n_docs=10_000, max_steps=120, warmup_steps=10, eval_interval=30,
+    "pretrain": dict(n_docs=10_000, max_steps=80, warmup_steps=10, eval_interval=20,
                      eval_batches=4),
     "sft": dict(n_demos=2000, epochs=2, eval_samples=1),
     "reward": dict(epochs=1),
