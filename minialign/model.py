@@ -146,6 +146,11 @@ class KVCache:
     def advance(self, n: int):
         self.length += n
 
+    def keep_rows(self, rows):
+        """Keep only the batch rows `rows` (a (B,) bool or an index tensor): generation drops
+        the rows that have ended, so that each step computes on the live ones alone."""
+        self.k, self.v = self.k[:, rows], self.v[:, rows]
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
@@ -332,6 +337,11 @@ class GPT(nn.Module):
         same generator state gives the same tokens with or without the KV cache. Once a row has
         produced `eos_id` it keeps receiving `eos_id`; generation stops early when every row
         has ended. padding_mask: (B, T) bool for left-padded prompts (True = real token).
+
+        With the cache, the rows that have ended are dropped from the computation (once a
+        quarter of those still computed have ended): half of a batch's rows typically end long
+        before its longest, and rows never interact, so the tokens are the same, only sooner.
+        Every step still draws one random number per row of the batch, as without the cache.
         """
         B, T = idx.shape
         if T + max_new_tokens > self.config.block_size:
@@ -344,25 +354,34 @@ class GPT(nn.Module):
             param = self.lm_head.weight
             cache = KVCache(self.config, B, T + max_new_tokens, idx.device, param.dtype)
         finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
+        live = torch.arange(B, device=idx.device)  # the rows computed on (cache: not ended)
         out = idx
-        mask = padding_mask
+        mask = padding_mask  # (live rows, tokens so far)
         step_input = idx
         for _ in range(max_new_tokens):
             if use_cache:
-                logits, _ = self(step_input, padding_mask=mask, cache=cache)
+                logits, _ = self(step_input, padding_mask=mask, cache=cache)  # live rows only
             else:
                 logits, _ = self(out, padding_mask=mask)
-            next_logits = logits[:, -1, :]  # (B, V)
-            next_token = sample_next_token(next_logits, temperature, top_k, top_p, generator)
+            next_logits = logits[:, -1, :]  # (b, V), b = len(live)
+            u = draw_uniforms(B, temperature, generator, idx.device)  # one per row, ended or not
+            next_token = torch.full((B,), eos_id or 0, dtype=torch.long, device=idx.device)
+            next_token[live] = sample_next_token(next_logits, temperature, top_k, top_p,
+                                                 generator, u=None if u is None else u[live])
             if eos_id is not None:
                 next_token = torch.where(finished, torch.full_like(next_token, eos_id), next_token)
                 finished |= next_token == eos_id
             out = torch.cat([out, next_token.unsqueeze(1)], dim=1)  # (B, T + 1)
-            step_input = next_token.unsqueeze(1)  # (B, 1): all the cache path needs next step
+            step_input = next_token[live].unsqueeze(1)  # (b, 1): all the cache path needs
             if mask is not None:
-                mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.bool, device=mask.device)], 1)
+                mask = torch.cat([mask, mask.new_ones(len(mask), 1)], 1)
             if eos_id is not None and bool(finished.all()):
                 break
+            if use_cache and finished[live].float().mean() >= 0.25:  # drop the ended rows
+                keep = ~finished[live]
+                live, step_input = live[keep], step_input[keep]
+                mask = mask[keep] if mask is not None else None
+                cache.keep_rows(keep)
         self.train(was_training)
         return out
 
@@ -473,14 +492,25 @@ def filter_logits(logits, top_k=None, top_p=None):
     # <<< exercise
 
 
-def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """logits: (B, V) -> (B,) sampled token ids. temperature 0 is greedy (argmax)."""
+def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None, u=None):
+    """logits: (B, V) -> (B,) sampled token ids. temperature 0 is greedy (argmax).
+
+    u: the (B, 1) uniforms to sample with (`draw_uniforms`); None draws them here."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = filter_logits(logits / temperature, top_k, top_p)
     probs = F.softmax(logits, dim=-1)  # (B, V)
-    u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device)  # (B, 1)
+    if u is None:
+        u = draw_uniforms(probs.size(0), temperature, generator, probs.device)  # (B, 1)
     return inverse_cdf_sample(probs, u)
+
+
+def draw_uniforms(n: int, temperature: float, generator=None, device=None):
+    """The (n, 1) uniforms that sampling n tokens uses, or None when greedy (temperature 0:
+    nothing random is drawn)."""
+    if temperature == 0:
+        return None
+    return torch.rand(n, 1, generator=generator, device=device)
 
 
 def inverse_cdf_sample(probs, u):

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minialign.model import (GPT, GPTConfig, ScalarHeadGPT, causal_self_attention,
+from minialign.model import (GPT, GPTConfig, KVCache, ScalarHeadGPT, causal_self_attention,
                              check_same_config, filter_logits, gather_logprobs,
                              inverse_cdf_sample, sample_next_token, sequence_logprobs)
 
@@ -107,6 +107,29 @@ def test_kv_cache_with_left_padding_and_eos():
     for row in a[:, 6:].tolist():  # after eos, only eos
         if 7 in row:
             assert set(row[row.index(7):]) == {7}
+
+
+def test_rows_that_end_leave_the_cached_computation_and_no_token_changes(monkeypatch):
+    """With the cache, generation drops the rows that have ended from the batch it computes
+    on (KVCache.keep_rows); the tokens must stay exactly those of the path without the cache,
+    which computes every row to the end."""
+    m = tiny()
+    idx = torch.randint(1, 50, (32, 6))
+    mask = torch.ones(32, 6, dtype=torch.bool)
+    mask[::3, :2] = False  # some left-padded prompts too
+    idx[::3, :2] = 0
+    eos = int(m(idx)[0][:, -1].argmax(-1).mode().values)  # a token the model often picks
+    drops = []
+    keep_rows = KVCache.keep_rows
+    monkeypatch.setattr(KVCache, "keep_rows",
+                        lambda self, rows: drops.append(int(rows.sum())) or keep_rows(self, rows))
+    for seed in range(3):
+        kw = dict(eos_id=eos, padding_mask=mask, temperature=1.5)
+        a = m.generate(idx, 24, generator=torch.Generator().manual_seed(seed), **kw)
+        b = m.generate(idx, 24, use_cache=False, generator=torch.Generator().manual_seed(seed),
+                       **kw)
+        assert torch.equal(a, b)
+    assert drops and min(drops) < 32  # rows were dropped, and the generation went on
 
 
 def test_inverse_cdf_sample_by_hand():
