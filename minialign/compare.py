@@ -52,6 +52,10 @@ class CompareConfig:
     grpo_variants: tuple = ("grpo_drgrpo", "grpo_rloo", "grpo_agg_token-mean",
                             "grpo_agg_seq-mean-token-sum-norm", "grpo_verifier", "grpo_gold")
     #                      extra GRPO runs (experiments.GRPO_VARIANTS: the knobs each changes)
+    noise_seeds: tuple = (1, 2, 3, 4)  # PPO retrained with these seeds (stages ppo_seed{s});
+    #                                  with the ppo stage's seed 0, five runs that differ only in
+    #                                  their randomness (rollouts and evaluation samples): the
+    #                                  spread a difference between two runs must exceed
     grpo_eval_interval: int = 16  # iterations between their gold evaluations (0: the grpo
     #                               stage's); each evaluation costs about 2 training iterations
     seed: int = 0
@@ -60,6 +64,7 @@ class CompareConfig:
         self.ppo_kl_coefs = tuple(float(b) for b in self.ppo_kl_coefs)
         self.dpo_betas = tuple(float(b) for b in self.dpo_betas)
         self.bon_ns = tuple(sorted(int(n) for n in self.bon_ns))
+        self.noise_seeds = tuple(int(s) for s in self.noise_seeds)
         if any(b <= 0 for b in self.ppo_kl_coefs + self.dpo_betas):
             raise ValueError("KL coefficients and betas must be positive")
         if not self.bon_ns or self.bon_ns[0] != 1:
@@ -77,7 +82,7 @@ class CompareConfig:
     def fast(cls, **overrides) -> "CompareConfig":
         base = dict(ppo_kl_coefs=(0.02,), ppo_eval_interval=2, dpo_betas=(1.0,),
                     bon_ns=(1, 2, 4, 8, 16), bon_prompts=24, small_rm_prompts=48,
-                    grpo_eval_interval=8)
+                    noise_seeds=(1,), grpo_eval_interval=8)
         base.update(overrides)
         return cls(**base)
 

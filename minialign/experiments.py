@@ -10,6 +10,8 @@ and RLAIF, each extra run a stage of its own in the run folder (skipped when pre
   rlaif              the AI judge's preference data (preferences_ai), and the reward model, DPO
                      and PPO trained on it (reward_ai, dpo_ai, ppo_ai), against the human-label
                      versions on gold, per family
+  seed_noise         PPO retrained with other seeds (ppo_seed{s}): how far two runs that differ
+                     only in their randomness land apart, the yardstick for every other gap
   grpo_sweep         chapter 8: GRPO against Dr. GRPO and RLOO, its three loss aggregations
                      with the response length over training (Dr. GRPO's length bias), and
                      three reward sources (reward model, verifier, gold) per task family
@@ -44,6 +46,9 @@ def run(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> dict:
                     "fits": {**{f"best_of_n/{s}": r["fit"] for s, r in oo["best_of_n"].items()},
                              **({"ppo": oo["ppo"]["fit"]} if oo["ppo"] else {})},
                     "file": "compare/overoptimization.json"}}
+    if cfg.noise_seeds:
+        n = seed_noise(out_dir, cfg, device, log)
+        recorded["noise"] = {k: n[k] for k in ("spread", "file")}
     if cfg.rlaif:
         r = rlaif(out_dir, cfg, device, log)
         recorded["rlaif"] = {n: p["gold"] for n, p in r["policies"].items()}
@@ -93,6 +98,16 @@ def ppo_variant(out_dir, kl_coef: float, cfg: CompareConfig, device="cpu",
     if cfg.ppo_eval_interval:
         changes["eval_interval"] = cfg.ppo_eval_interval
     ppo_cfg = base_config(out_dir, "ppo", ppo.PPOConfig, **changes)
+    return stage, _ensure_stage(out_dir, stage, lambda: ppo.train(
+        ppo_cfg, out_dir, device, log, stage=stage), log)
+
+
+def ppo_seed_variant(out_dir, seed: int, device="cpu", log=print) -> tuple[str, dict]:
+    """PPO with another seed (stage ppo_seed{s}); otherwise the ppo stage's config."""
+    from . import ppo
+
+    out_dir, stage = Path(out_dir), f"ppo_seed{int(seed)}"
+    ppo_cfg = base_config(out_dir, "ppo", ppo.PPOConfig, seed=int(seed))
     return stage, _ensure_stage(out_dir, stage, lambda: ppo.train(
         ppo_cfg, out_dir, device, log, stage=stage), log)
 
@@ -155,6 +170,52 @@ def frontier_sweep(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) 
     points = frontier_points(out_dir)
     plots.reward_kl_frontier(points, out_dir / "compare" / "frontier.png")
     return {"points": points, **runs}
+
+
+# ==============================================================================================
+# 1b. noise: the same PPO run with other seeds
+
+NOISE_KEYS = {"gold": "gold_reward_mean", "win_rate": "win_rate_vs_sft",
+              "success": "task_success_rate", "kl": "kl_to_ref"}
+
+
+def seed_spread(rows: dict) -> dict:
+    """rows: {stage: {key: value}} for runs that differ only in their seed -> per key the mean,
+    the standard deviation across runs (Bessel-corrected), the range, and twice the standard
+    deviation of a difference between two such runs (sqrt(2) x std x 2): a gap between two runs
+    smaller than that is within the noise."""
+    spread = {}
+    for key in NOISE_KEYS:
+        xs = [r[key] for r in rows.values()]
+        mean = sum(xs) / len(xs)
+        std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+        spread[key] = {"mean": mean, "std": std, "min": min(xs), "max": max(xs),
+                       "gap_2sd": 2 * math.sqrt(2) * std}
+    return spread
+
+
+def seed_noise(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> dict:
+    """Train PPO with each of cfg.noise_seeds (the ppo stage is seed 0's run) and measure how
+    far runs that differ only in their randomness land apart: training rollouts and evaluation
+    samples both change with the seed. Writes DIR/compare/noise.{json,png}. Returns {"runs":
+    {stage: {seed, gold, win_rate, success, kl}}, "spread": seed_spread(runs), "file"}."""
+    from . import plots
+
+    out_dir = Path(out_dir)
+    runs = {"ppo": read_json(out_dir / "ppo" / "metrics.json")}
+    for s in cfg.noise_seeds:
+        stage, m = ppo_seed_variant(out_dir, s, device, log)
+        runs[stage] = m
+    rows = {stage: {"seed": m["config"]["seed"],
+                    **{k: m[metric] for k, metric in NOISE_KEYS.items()}}
+            for stage, m in runs.items()}
+    result = {"runs": rows, "spread": seed_spread(rows), "file": "compare/noise.json"}
+    write_json(result, out_dir / "compare" / "noise.json")
+    plots.seed_noise(rows, out_dir / "compare" / "noise.png")
+    g = result["spread"]["gold"]
+    log(f"[compare] noise over {len(rows)} PPO seeds: gold {g['mean']:.3f} ± {g['std']:.3f} "
+        f"(std); a gap between two runs under {g['gap_2sd']:.3f} is within the noise")
+    return result
 
 
 # ==============================================================================================

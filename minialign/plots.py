@@ -490,6 +490,31 @@ def grouped_bars(values: dict, path=None, title=None, ylabel=None, ylim=None, hl
     return _finish(fig, path)
 
 
+def seed_noise(rows: dict, path=None):
+    """One dot per run of the same PPO with another seed: gold reward and win rate against SFT,
+    with their mean and +- one standard deviation across the runs."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.0))
+    for ax, key, label in [(axes[0], "gold", "gold reward"),
+                           (axes[1], "win_rate", "win rate vs SFT")]:
+        xs = np.array([r[key] for r in rows.values()])
+        ax.scatter(xs, np.zeros_like(xs), s=40, color=method_color("PPO"), zorder=3)
+        for x, r in zip(xs, rows.values()):
+            ax.annotate(f"seed {r['seed']}", (x, 0), textcoords="offset points", xytext=(0, 8),
+                        ha="center", fontsize=7, rotation=60)
+        std = xs.std(ddof=1) if len(xs) > 1 else 0.0
+        ax.axvspan(xs.mean() - std, xs.mean() + std, color="gray", alpha=0.2,
+                   label="mean ± 1 std")
+        ax.axvline(xs.mean(), color="gray", lw=1)
+        ax.set_yticks([])
+        ax.set_ylim(-0.5, 1)
+        ax.set_xlabel(label)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"the same PPO run with {len(rows)} seeds: the noise between runs", fontsize=10)
+    return _finish(fig, path)
+
+
 def labeler_agreement(labelers: dict, path=None):
     """RLAIF's labelers side by side (experiments.rlaif's "labelers"): per family, how often
     each labeler's training labels, and its own preference, agree with the gold reward."""

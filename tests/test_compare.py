@@ -154,6 +154,18 @@ def test_fit_gao_with_noise_and_edge_cases():
         experiments.fit_gao([0.0, 1.0, 2.0], [0.0, 1.0, 2.0], "ppo")
 
 
+def test_seed_spread_by_hand():
+    rows = {f"r{i}": {"gold": g, "win_rate": 0.5, "success": 0.8, "kl": 1.0}
+            for i, g in enumerate([0.1, 0.2, 0.3, 0.4, 0.5])}
+    s = experiments.seed_spread(rows)["gold"]
+    std = math.sqrt(sum((g - 0.3) ** 2 for g in [0.1, 0.2, 0.3, 0.4, 0.5]) / 4)  # 0.158
+    assert s["mean"] == pytest.approx(0.3) and s["std"] == pytest.approx(std)
+    assert (s["min"], s["max"]) == (0.1, 0.5)
+    assert s["gap_2sd"] == pytest.approx(2 * math.sqrt(2) * std)  # a difference of two runs
+    assert experiments.seed_spread(rows)["win_rate"]["std"] == 0.0
+    assert experiments.seed_spread({"one": rows["r0"]})["gold"]["std"] == 0.0
+
+
 def test_fooling_responses_need_high_proxy_and_low_gold():
     rows = [{"source": "a", "prompt": f"p{i}", "response": "r", "proxy": px, "gold": g}
             for i, (px, g) in enumerate([(2.0, -1.0), (1.0, 0.9), (-1.0, -2.0), (0.5, 0.0)])]
@@ -249,6 +261,13 @@ def test_compare_sweep_writes_its_stages_files_and_keys(run_dir):
     for row in oo["fooling"]:
         assert {"source", "prompt", "response", "proxy", "gold"} <= set(row)
         assert row["proxy"] > 0 and row["gold"] < oo["sft_gold_reward_mean"]
+
+    noise = json.loads((run_dir / "compare" / "noise.json").read_text())
+    assert set(noise["runs"]) == {"ppo", "ppo_seed1"} and (run_dir / "compare" / "noise.png").exists()
+    seeded = json.loads((run_dir / "ppo_seed1" / "metrics.json").read_text())["config"]
+    assert seeded["seed"] == 1 and seeded["iterations"] == 3  # the ppo stage's, reseeded
+    assert noise["runs"]["ppo_seed1"]["gold"] == pytest.approx(
+        json.loads((run_dir / "ppo_seed1" / "metrics.json").read_text())["gold_reward_mean"])
 
     rl = json.loads((run_dir / "compare" / "rlaif.json").read_text())
     assert set(rl["labelers"]) == {"human", "AI judge"}
