@@ -43,6 +43,10 @@ class CompareConfig:
     #                                          the over-optimisation run
     ppo_eval_interval: int = 5  # iterations between their gold evaluations (0: the ppo stage's)
     dpo_betas: tuple = (0.05, 0.1, 1.0)  # extra DPO runs, stages dpo_beta{b}
+    dpo_logprob_temperatures: tuple = (1.0,)  # DPO scoring log-probs at other temperatures than
+    #                                           the sampling one (stages dpo_logprobT{t}): what
+    #                                           changes when DPO and PPO regularise different
+    #                                           distributions
     bon_ns: tuple = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # best-of-N under growing pressure
     bon_prompts: int = 60  # held-out prompts for it (max(bon_ns) samples each), all families
     small_rm_prompts: int = 200  # the weaker reward model (reward_small) learns from the first
@@ -63,10 +67,12 @@ class CompareConfig:
     def __post_init__(self):
         self.ppo_kl_coefs = tuple(float(b) for b in self.ppo_kl_coefs)
         self.dpo_betas = tuple(float(b) for b in self.dpo_betas)
+        self.dpo_logprob_temperatures = tuple(float(t) for t in self.dpo_logprob_temperatures)
         self.bon_ns = tuple(sorted(int(n) for n in self.bon_ns))
         self.noise_seeds = tuple(int(s) for s in self.noise_seeds)
-        if any(b <= 0 for b in self.ppo_kl_coefs + self.dpo_betas):
-            raise ValueError("KL coefficients and betas must be positive")
+        if any(b <= 0 for b in self.ppo_kl_coefs + self.dpo_betas
+               + self.dpo_logprob_temperatures):
+            raise ValueError("KL coefficients, betas and temperatures must be positive")
         if not self.bon_ns or self.bon_ns[0] != 1:
             raise ValueError("bon_ns must start at 1 (N = 1 is the SFT policy: the baseline)")
         if self.small_rm_prompts < 2 or self.bon_prompts < 1:

@@ -2,7 +2,9 @@
 and RLAIF, each extra run a stage of its own in the run folder (skipped when present).
 
   frontier_sweep     PPO with several fixed KL coefficients (ppo_kl{b}) and DPO with several
-                     beta (dpo_beta{b}): the frontier with more than one point per method
+                     beta (dpo_beta{b}): the frontier with more than one point per method;
+                     DPO scoring log-probs at temperature 1 instead of the sampling
+                     temperature (dpo_logprobT{t})
   overoptimization   gold and proxy reward as optimisation pressure grows (Gao et al. 2022):
                      best-of-N up to large N scored by the reward model and by one trained on
                      less data (reward_small); PPO with a weak KL penalty; Gao et al.'s curves
@@ -31,8 +33,8 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from .compare import CompareConfig, bon_kl, frontier_points
-from .utils import (FOOLING_SEED_OFFSET, PRESSURE_SEED_OFFSET, read_json, timer, write_json,
-                    write_text)
+from .utils import (FOOLING_SEED_OFFSET, PRESSURE_SEED_OFFSET, display_path, read_json, timer,
+                    write_json, write_text)
 
 
 def run(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> dict:
@@ -81,7 +83,7 @@ def _ensure_stage(out_dir: Path, stage: str, train_fn, log) -> dict:
     from . import pipeline
 
     if pipeline.is_done(out_dir, stage):
-        log(f"[compare] {stage}: found in {out_dir}")
+        log(f"[compare] {stage}: found in {display_path(out_dir)}")
     else:
         log(f"[compare] {stage}: training")
         train_fn()
@@ -121,6 +123,19 @@ def dpo_variant(out_dir, beta: float, device="cpu", log=print) -> tuple[str, dic
     if read_json(out_dir / "dpo" / "metrics.json")["config"]["beta"] == float(beta):
         return "dpo", read_json(out_dir / "dpo" / "metrics.json")
     stage = f"dpo_beta{float(beta)}"  # the name notebook 06's beta sweep uses too
+    return stage, _ensure_stage(out_dir, stage, lambda: dpo.train(
+        dpo_cfg, out_dir, device, log, stage=stage), log)
+
+
+def dpo_temperature_variant(out_dir, temperature: float, device="cpu",
+                            log=print) -> tuple[str, dict]:
+    """DPO scoring log-probs at `temperature` (stage dpo_logprobT{t}); otherwise the dpo
+    stage's config (which scores them at the sampling temperature)."""
+    from . import dpo
+
+    out_dir, stage = Path(out_dir), f"dpo_logprobT{float(temperature)}"
+    dpo_cfg = base_config(out_dir, "dpo", dpo.DPOConfig,
+                          logprob_temperature=float(temperature))
     return stage, _ensure_stage(out_dir, stage, lambda: dpo.train(
         dpo_cfg, out_dir, device, log, stage=stage), log)
 
@@ -167,6 +182,11 @@ def frontier_sweep(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) 
         stage, m = dpo_variant(out_dir, b, device, log)
         runs["dpo"][stage] = {"beta": b, "gold": m["gold_reward_mean"], "kl": m["kl_to_ref"],
                               "seconds": m["seconds"]}
+    for t in cfg.dpo_logprob_temperatures:
+        stage, m = dpo_temperature_variant(out_dir, t, device, log)
+        runs["dpo"][stage] = {"logprob_temperature": t, "gold": m["gold_reward_mean"],
+                              "kl": m["kl_to_ref"], "win_rate": m["win_rate_vs_sft"],
+                              "seconds": m["seconds"]}
     points = frontier_points(out_dir)
     plots.reward_kl_frontier(points, out_dir / "compare" / "frontier.png")
     return {"points": points, **runs}
@@ -192,6 +212,23 @@ def seed_spread(rows: dict) -> dict:
         spread[key] = {"mean": mean, "std": std, "min": min(xs), "max": max(xs),
                        "gap_2sd": 2 * math.sqrt(2) * std}
     return spread
+
+
+def gap_verdicts(values: dict, duos, gap_2sd: float) -> list[dict]:
+    """Each comparison a notebook makes, judged against the seed noise. values: {name: number}
+    (a gold reward, say); duos: (a, b) name pairs, those with a name missing from `values`
+    left out; gap_2sd: seed_spread's yardstick for that number. Returns one row per duo:
+    a, b, gap (values[a] - values[b]) and verdict: "a above b" or "b above a" when the gap
+    exceeds gap_2sd, "within the noise" when it does not."""
+    rows = []
+    for a, b in duos:
+        if a not in values or b not in values:
+            continue
+        gap = values[a] - values[b]
+        verdict = (f"{a} above {b}" if gap > gap_2sd else f"{b} above {a}" if -gap > gap_2sd
+                   else "within the noise")
+        rows.append({"a": a, "b": b, "gap": gap, "verdict": verdict})
+    return rows
 
 
 def seed_noise(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> dict:
@@ -258,6 +295,13 @@ def fit_gao(kl, gold, form: str) -> dict | None:
     return {"form": form, "alpha": float(alpha), "beta": float(beta), "gold0": float(gold[0]),
             "peak_kl": d_peak ** 2 if math.isfinite(d_peak) else None,
             "peak_gain": peak_gain, "r2": r2}
+
+
+def peak_inside(fit: dict | None, kl) -> bool:
+    """Whether a `fit_gao` fit peaks strictly inside the KLs it was fitted on (kl: a list):
+    only then do the data themselves show the gold reward rising and turning down. A peak
+    beyond the last point is an extrapolation; one at the first point, no rise at all."""
+    return bool(fit and fit["peak_kl"] is not None and min(kl) < fit["peak_kl"] < max(kl))
 
 
 def gao_curve(d, alpha: float, beta: float, form: str):

@@ -147,6 +147,16 @@ def load_stage_model(out_dir: str | Path, stage: str, device="cpu"):
     return GPT.from_checkpoint(ckpt).to(dev)
 
 
+def display_path(path: str | Path) -> str:
+    """A path as a reader should see it: relative to the repository (or the working folder)
+    when it lies inside it, so that logs and notebook outputs hold no machine's home folder."""
+    path = Path(path).resolve()
+    for base in (Path(__file__).resolve().parent.parent, Path.cwd().resolve()):
+        if path == base or base in path.parents:
+            return path.relative_to(base).as_posix() or "."
+    return str(path)
+
+
 def write_json(obj, path: str | Path) -> None:
     data = (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode()
     _atomic_write(Path(path), lambda f: f.write(data))

@@ -166,6 +166,24 @@ def test_seed_spread_by_hand():
     assert experiments.seed_spread({"one": rows["r0"]})["gold"]["std"] == 0.0
 
 
+def test_gap_verdicts_against_the_yardstick():
+    golds = {"PPO": 0.70, "DPO": 0.66, "best-of-N": 0.60}
+    rows = experiments.gap_verdicts(golds, [("PPO", "DPO"), ("DPO", "best-of-N"),
+                                            ("best-of-N", "PPO"), ("PPO", "GRPO")], 0.05)
+    assert [r["verdict"] for r in rows] == ["within the noise", "DPO above best-of-N",
+                                            "PPO above best-of-N"]  # GRPO: not in the run
+    assert rows[0]["gap"] == pytest.approx(0.04) and rows[2]["gap"] == pytest.approx(-0.10)
+
+
+def test_peak_inside_the_measured_kls():
+    kls = [0.0, 0.5, 1.0, 2.0]
+    assert experiments.peak_inside({"peak_kl": 1.2}, kls)
+    assert not experiments.peak_inside({"peak_kl": 3.0}, kls)  # beyond the data: extrapolated
+    assert not experiments.peak_inside({"peak_kl": 0.0}, kls)  # falling from the start
+    assert not experiments.peak_inside({"peak_kl": None}, kls)  # never turns down
+    assert not experiments.peak_inside(None, kls)  # too few points to fit
+
+
 def test_fooling_responses_need_high_proxy_and_low_gold():
     rows = [{"source": "a", "prompt": f"p{i}", "response": "r", "proxy": px, "gold": g}
             for i, (px, g) in enumerate([(2.0, -1.0), (1.0, 0.9), (-1.0, -2.0), (0.5, 0.0)])]
@@ -262,6 +280,9 @@ def test_compare_sweep_writes_its_stages_files_and_keys(run_dir):
         assert {"source", "prompt", "response", "proxy", "gold"} <= set(row)
         assert row["proxy"] > 0 and row["gold"] < oo["sft_gold_reward_mean"]
 
+    t1 = json.loads((run_dir / "dpo_logprobT1.0" / "metrics.json").read_text())
+    assert t1["config"]["logprob_temperature"] == 1.0 and t1["logprob_temperature"] == 1.0
+    assert m["sweep"]["dpo"]["dpo_logprobT1.0"]["logprob_temperature"] == 1.0
     noise = json.loads((run_dir / "compare" / "noise.json").read_text())
     assert set(noise["runs"]) == {"ppo", "ppo_seed1"} and (run_dir / "compare" / "noise.png").exists()
     seeded = json.loads((run_dir / "ppo_seed1" / "metrics.json").read_text())["config"]

@@ -10,14 +10,13 @@ a notebook trains in fast mode what is missing there and reuses what an earlier 
 No notebooks yet means no tests (nothing is collected).
 """
 
-import json
 import os
-import sys
 import time
 
 import pytest
 
 from minialign.course.markers import REPO_DIR
+from minialign.course.notebooks import kernel_env, write_kernel_spec
 
 NOTEBOOKS = sorted((REPO_DIR / "notebooks").glob("*.ipynb"))
 TIME_LIMIT_S = int(os.environ.get("MINIALIGN_NOTEBOOK_TIMEOUT", "300"))  # per notebook
@@ -28,16 +27,8 @@ KERNEL = "minialign-test"
 def notebook_env(tmp_path_factory):
     """A kernel spec for this interpreter and the environment every notebook runs in."""
     jupyter_path = tmp_path_factory.mktemp("jupyter")
-    spec_dir = jupyter_path / "kernels" / KERNEL
-    spec_dir.mkdir(parents=True)
-    run_dir = tmp_path_factory.mktemp("runs")
-    env = {"MINIALIGN_FAST": "1", "MPLBACKEND": "Agg", "MINIALIGN_RUN_DIR": str(run_dir),
-           "MINIALIGN_NO_PROGRESS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO_DIR)] + [p for p in
-                                         os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "minialign (tests)", "language": "python", "env": env}))
+    env = kernel_env(fast=True, run_dir=tmp_path_factory.mktemp("runs"))
+    write_kernel_spec(jupyter_path, env, KERNEL)
     return jupyter_path, env
 
 

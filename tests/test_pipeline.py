@@ -7,7 +7,17 @@ import pytest
 
 from minialign import compare, pipeline, ppo
 from minialign.__main__ import main as cli
-from minialign.utils import TimeSplit, time_as, timed
+from minialign.utils import TimeSplit, display_path, time_as, timed
+
+
+def test_display_path_hides_the_machines_folders_inside_the_repository(tmp_path, monkeypatch):
+    from minialign.course.markers import REPO_DIR
+
+    assert display_path(REPO_DIR / "runs" / "default") == "runs/default"
+    assert display_path(REPO_DIR) == "."
+    monkeypatch.chdir(tmp_path)
+    assert display_path(tmp_path / "a" / "b") == "a/b"  # inside the working folder
+    assert display_path("/") == "/"  # outside both: as it is
 
 
 def test_precision_reaches_the_configs_that_have_it_and_only_those():

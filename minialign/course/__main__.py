@@ -12,6 +12,9 @@
         a Gradescope autograder zip (setup.sh, run_autograder, the package; see autograder.py)
     python -m minialign.course list
         the exercises found in the library, with chapter, difficulty and time estimate
+    python -m minialign.course notebooks [--fast] [NAME ...]
+        execute the notebooks (full mode: outputs saved in place, from runs/default) and stamp
+        each with its measured run time (notebooks/run_times.json; see notebooks.py)
 """
 
 import argparse
@@ -21,7 +24,8 @@ USAGE = ("usage: python -m minialign.course build [--check] [--force]\n"
          "       python -m minialign.course handout OUT [--chapter N] [--library] [--force]\n"
          "       python -m minialign.course answer-key KEY.json\n"
          "       python -m minialign.course autograder --out autograder.zip [--chapter N]\n"
-         "       python -m minialign.course list")
+         "       python -m minialign.course list\n"
+         "       python -m minialign.course notebooks [--fast] [NAME ...]")
 
 
 def main(argv=None) -> int:
@@ -39,6 +43,10 @@ def main(argv=None) -> int:
         from .autograder import main as autograder_main
 
         return autograder_main(argv)
+    if command == "notebooks":
+        from .notebooks import main as notebooks_main
+
+        return notebooks_main(argv)
     if command == "list":
         from .markers import find_exercises
 

@@ -16,7 +16,7 @@ import textwrap
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from ..utils import write_text
+from ..utils import display_path, write_text
 from .markers import CHAPTERS
 
 PASSED, FAILED, NOT_ATTEMPTED = "passed", "failed", "not attempted"
@@ -82,7 +82,8 @@ def _pts(x: float) -> str:
 
 
 def render_text(report: Report, show_output: bool = True) -> str:
-    lines = [f"minialign grade: {report.student} ({report.impl}), {report.seconds:.1f} s"]
+    lines = [f"minialign grade: {report.student} ({display_path(report.impl)}), "
+             f"{report.seconds:.1f} s"]
     for note in report.notes.get(0, []):
         lines.append(f"note: {note}")
     width = max([len(i.id) for i in report.items] + [10])
