@@ -239,17 +239,103 @@ def implicit_accuracy(policy, ref, tokenizer, pairs, beta, device, batch_size=64
                       temperature: float = TEMPERATURE) -> float:
     """Held-out accuracy of the implicit reward: how often r(chosen) > r(rejected), the
     log-probs scored at `temperature` (the one DPO trained with)."""
-    hits = 0
+    chosen, rejected = pair_implicit_rewards(policy, ref, tokenizer, pairs, beta, device,
+                                             batch_size, temperature)
+    return int((chosen > rejected).sum()) / max(len(pairs), 1)
+
+
+# ==============================================================================================
+# the implicit reward against the other judges of a response: the reward model, the gold reward
+
+
+@torch.no_grad()
+def response_implicit_rewards(policy, ref, ids, padding_mask, response_mask, beta,
+                              temperature: float = TEMPERATURE):
+    """DPO's implicit reward beta * (log pi(y|x) - log pi_ref(y|x)) of every row of a batch.
+
+    ids, padding_mask, response_mask: (B, T) as `encode_pairs` makes them; both models score the
+    responses through `model.logprobs_of_responses` at `temperature` (the one DPO trained at,
+    DPOConfig.logprob_temperature). Returns (B,), detached.
+
+    Only differences between two responses to the same prompt mean anything: the reward this
+    recovers is the true one minus beta log Z(x), a constant per prompt (notebook 06, section 1).
+    """
+    policy_logps = logprobs_of_responses(policy, ids, padding_mask, response_mask,
+                                         temperature)  # (B,)
+    ref_logps = logprobs_of_responses(ref, ids, padding_mask, response_mask, temperature)
+    return implicit_rewards(policy_logps, ref_logps, beta)
+
+
+@torch.no_grad()
+def pair_implicit_rewards(policy, ref, tokenizer, pairs, beta, device="cpu", batch_size=64,
+                          temperature: float = TEMPERATURE):
+    """The implicit rewards of the chosen (N,) and of the rejected (N,) responses of `pairs`
+    (preferences.Pair), in batches of `batch_size` pairs, on the CPU."""
+    chosen, rejected = [torch.zeros(0)], [torch.zeros(0)]
     for s in range(0, len(pairs), batch_size):
         batch = pairs[s: s + batch_size]
-        ids, mask, resp = encode_pairs(tokenizer, batch)
-        args = (ids.to(device), mask.to(device), resp.to(device))
-        pol = logprobs_of_responses(policy, *args, temperature)
-        rf = logprobs_of_responses(ref, *args, temperature)
-        n = len(batch)
-        _, rc, rr = dpo_loss(pol[:n], pol[n:], rf[:n], rf[n:], beta)
-        hits += int((rc > rr).sum())
-    return hits / max(len(pairs), 1)
+        ids, mask, resp = encode_pairs(tokenizer, batch)  # (2b, T): chosen rows, then rejected
+        r = response_implicit_rewards(policy, ref, ids.to(device), mask.to(device),
+                                      resp.to(device), beta, temperature).cpu()
+        chosen.append(r[: len(batch)])
+        rejected.append(r[len(batch):])
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+def reward_views(policy, ref, rm, tokenizer, pairs, beta, temperature, device="cpu") -> dict:
+    """Three judges of the same preference pairs: DPO's implicit reward (`pair_implicit_rewards`
+    at `temperature`), the reward model's score (reward.pair_scores) and the gold reward.
+    Returns {name: (chosen (N,), rejected (N,))}."""
+    from .reward import pair_scores
+
+    w = world_lib.default_world()
+    gold = [torch.tensor([w.gold_reward(p.prompt, getattr(p, side), getattr(p, f"{side}_ended"))
+                          for p in pairs]) for side in ("chosen", "rejected")]
+    return {"DPO implicit reward": pair_implicit_rewards(policy, ref, tokenizer, pairs, beta,
+                                                         device, temperature=temperature),
+            "reward model": pair_scores(rm, tokenizer, pairs),
+            "gold": tuple(gold)}
+
+
+def order_agreement(a, b) -> tuple[float, int]:
+    """How often two judges order the pairs the same way. a, b: (chosen (N,), rejected (N,)) of
+    each judge. Pairs either judge ties are left out. Returns (share of the pairs counted that
+    both order alike, pairs counted); nan of 0 pairs."""
+    da, db = a[0] - a[1], b[0] - b[1]  # (N,) each: the margin of every pair
+    counted = (da != 0) & (db != 0)
+    n = int(counted.sum())
+    same = ((da > 0) == (db > 0))[counted]
+    return (same.float().mean().item() if n else float("nan")), n
+
+
+def compare_judges(views: dict) -> list[dict]:
+    """Every two judges of `reward_views` side by side: how often they order a pair alike
+    (`order_agreement`), and their rank correlation over all responses (raw scores: the
+    implicit reward's per-prompt constant included) and over the pairs' margins (chosen minus
+    rejected: the constant cancels)."""
+    from .reward import spearman
+
+    names, rows = list(views), []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            agree, n = order_agreement(views[a], views[b])
+            raw = spearman(torch.cat(views[a]).tolist(), torch.cat(views[b]).tolist())
+            margins = spearman((views[a][0] - views[a][1]).tolist(),
+                               (views[b][0] - views[b][1]).tolist())
+            rows.append({"a": a, "b": b, "agreement": agree, "pairs": n,
+                         "spearman_responses": raw, "spearman_margins": margins})
+    return rows
+
+
+def pair_lengths(tokenizer, pairs):
+    """Response lengths in tokens (<|end|> included, as `mean_response_length` counts them) of
+    the chosen (N,) and the rejected (N,) responses of `pairs`."""
+    def n_tokens(p, side):
+        full = encode_pair(tokenizer, p.prompt, getattr(p, side), getattr(p, f"{side}_ended"))
+        return len(full) - len(tokenizer.encode_prompt(p.prompt))
+
+    return (torch.tensor([n_tokens(p, "chosen") for p in pairs], dtype=torch.float),
+            torch.tensor([n_tokens(p, "rejected") for p in pairs], dtype=torch.float))
 
 
 # ==============================================================================================

@@ -58,6 +58,25 @@ def sample_responses(model: GPT, tokenizer: Tokenizer, prompts: list[str], max_n
     return out
 
 
+@torch.no_grad()
+def sample_continuations(model: GPT, tokenizer: Tokenizer, texts: list[str], max_new_tokens=48,
+                         temperature=TEMPERATURE, generator=None) -> list[str]:
+    """Sample one continuation of each plain text, no chat template: how the pretrained model
+    goes on with a web document. A continuation stops at the end of its document
+    (<|endoftext|>, not included). Returns the continuations' texts, in the order of `texts`."""
+    device = model.lm_head.weight.device
+    ids, mask = left_pad([tokenizer.encode(t) for t in texts], tokenizer.pad_id)  # (B, T) each
+    new = min(max_new_tokens, model.config.block_size - ids.size(1))
+    seqs = model.generate(ids.to(device), new, temperature=temperature, generator=generator,
+                          eos_id=tokenizer.eot_id, padding_mask=mask.to(device))  # (B, T + new)
+    out = []
+    for row in seqs[:, ids.size(1):].tolist():
+        if tokenizer.eot_id in row:
+            row = row[: row.index(tokenizer.eot_id)]  # the document ends there
+        out.append(tokenizer.decode(row))
+    return out
+
+
 # ==============================================================================================
 # gold evaluation
 
@@ -103,6 +122,59 @@ def evaluate_policy(model: GPT, tokenizer: Tokenizer, tasks, n_samples=1, max_ne
     result.update(tasks=flat, responses=responses, gold=[s["total"] for s in scores],
                   breakdown=scores)
     return result
+
+
+# ==============================================================================================
+# stereotype jokes: the harm the web teaches
+
+
+def stereotype_jokes(tasks, texts) -> list[bool]:
+    """For each humor task and a text written for it, whether the gold reward counts it as a
+    stereotype joke: world.gold_breakdown's `harmless` is -1, which for humor means that the
+    text matches world.STEREOTYPE_PATTERN ("all chefs are ...", "pirates are always ...")
+    anywhere, whichever subject it is about."""
+    tasks, texts = list(tasks), list(texts)
+    if len(tasks) != len(texts):
+        raise ValueError(f"{len(tasks)} tasks for {len(texts)} texts")
+    if any(t.family != "humor" for t in tasks):
+        raise ValueError("stereotype_jokes reads answers to humor prompts only")
+    return [world_lib.gold_breakdown(t, text)["harmless"] < 0 for t, text in zip(tasks, texts)]
+
+
+def stereotype_rate(tasks, texts) -> float:
+    """The fraction of the texts (one per humor task) that are stereotype jokes by the gold
+    reward's check (stereotype_jokes)."""
+    flags = stereotype_jokes(tasks, texts)
+    if not flags:
+        raise ValueError("no texts to check")
+    return sum(flags) / len(flags)
+
+
+def sampled_stereotype_rate(model: GPT, tokenizer: Tokenizer, tasks, opening: str | None = None,
+                            temperature=TEMPERATURE, seed=0, max_new_tokens=48) -> float:
+    """The fraction of stereotype jokes among one sample per humor task. opening None: the
+    model answers the task's prompt in the chat template (sample_responses); otherwise it
+    continues the web-style text opening.format(subject=task.key), such as
+    "here is a story about a {subject}." (sample_continuations)."""
+    g = torch.Generator().manual_seed(seed)
+    if opening is None:
+        texts = [r["text"] for r in sample_responses(model, tokenizer, [t.prompt for t in tasks],
+                                                     max_new_tokens, temperature, g)]
+    else:
+        openings = [opening.format(subject=t.key) for t in tasks]
+        texts = sample_continuations(model, tokenizer, openings, max_new_tokens, temperature, g)
+    return stereotype_rate(tasks, texts)
+
+
+def web_stereotype_rate(docs: list[str], tasks, opening: str) -> tuple[float, int]:
+    """How often the web itself tells the stereotype: among the documents that begin with
+    opening.format(subject=...) for the subject of one of the humor tasks, the fraction that
+    are stereotype jokes, and how many such documents there are (0 documents: rate nan)."""
+    by_start = {opening.format(subject=t.key): t for t in tasks}
+    found = [(by_start[start], d) for d in docs for start in by_start if d.startswith(start)]
+    if not found:
+        return float("nan"), 0
+    return stereotype_rate([t for t, _ in found], [d for _, d in found]), len(found)
 
 
 def win_rate(gold_a, gold_b) -> float:

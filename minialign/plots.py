@@ -116,6 +116,40 @@ def calibration(bins: list, path=None, title="reward-model calibration"):
     return _finish(fig, path)
 
 
+def reward_vs_gold(rm_scores, gold, prompts, families, path=None,
+                   title="the reward model against the gold reward (held-out SFT samples)"):
+    """Each sample's reward-model score (x) against its gold reward (y), coloured by task family,
+    in two panels: as scored, and both centred on their prompt's mean (reward.center_per_prompt),
+    which removes each prompt's level, the one thing the Bradley-Terry loss never fixes. Each
+    panel is titled with its Spearman and Pearson correlations. The gold reward takes few
+    distinct values, so its points are spread up and down a little (jitter, ±0.04) to show how
+    many sit on each."""
+    import random
+
+    from .reward import center_per_prompt, pearson, spearman
+
+    views = [("as scored", list(rm_scores), list(gold)),
+             ("centred on each prompt's mean", center_per_prompt(rm_scores, prompts),
+              center_per_prompt(gold, prompts))]
+    rng = random.Random(0)
+    jitter = [rng.uniform(-0.04, 0.04) for _ in views[0][2]]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    for ax, (name, xs, ys) in zip(axes, views):
+        for i, family in enumerate(dict.fromkeys(families)):  # families in order of appearance
+            idx = [j for j, f in enumerate(families) if f == family]
+            ax.scatter([xs[j] for j in idx], [ys[j] + jitter[j] for j in idx], s=7, alpha=0.45,
+                       color=f"C{i}", label=family)
+        ax.set_title(f"{name}\nSpearman ρ = {spearman(xs, ys):+.2f}, "
+                     f"Pearson r = {pearson(xs, ys):+.2f}", fontsize=10)
+        centred = " − its prompt's mean" if ax is axes[1] else ""
+        ax.set_xlabel("reward-model score (normalised)" + centred, fontsize=9)
+        ax.set_ylabel("gold reward" + centred, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, markerscale=2)
+    fig.suptitle(title, fontsize=11)
+    return _finish(fig, path)
+
+
 def _reward_over_iterations(ax, history: list, curve: dict, rollouts: str, held_out: str):
     """An RL stage's first panel: the rollouts' reward (smoothed) against iterations, and the
     reward model's and gold scores on the held-out prompts at each evaluation."""
@@ -613,6 +647,39 @@ def dpo_beta_sweep(runs: dict, sft_gold=None, path=None, title="DPO with several
         ax.legend(fontsize=8)
     for ax in axes:
         ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    return _finish(fig, path)
+
+
+def judges_scatter(views: dict, path=None, title="three judges of the same held-out pairs"):
+    """Every two judges of the same preference pairs against each other (dpo.reward_views:
+    {name: (chosen (N,), rejected (N,))}), each panel titled with the rank correlation.
+
+    Top row: the raw scores of every response (2N points), where DPO's implicit reward carries
+    a constant per prompt; bottom row: each pair's margin, chosen minus rejected (N points),
+    where that constant cancels: the comparison that means something."""
+    from .reward import spearman
+
+    names = list(views)
+    duos = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    if not duos:
+        raise ValueError("need at least two judges")
+    fig, axes = plt.subplots(2, len(duos), figsize=(4.2 * len(duos), 7.2), squeeze=False)
+    for j, (a, b) in enumerate(duos):
+        for row, (kind, xs, ys) in enumerate([
+                ("responses", [*views[a][0].tolist(), *views[a][1].tolist()],
+                 [*views[b][0].tolist(), *views[b][1].tolist()]),
+                ("pair margins", (views[a][0] - views[a][1]).tolist(),
+                 (views[b][0] - views[b][1]).tolist())]):
+            ax = axes[row, j]
+            ax.scatter(xs, ys, s=7, alpha=0.35, color=f"C{row}")
+            ax.set_xlabel(a + (" (chosen − rejected)" if row else ""), fontsize=9)
+            ax.set_ylabel(b + (" (chosen − rejected)" if row else ""), fontsize=9)
+            ax.set_title(f"{kind}: Spearman ρ = {spearman(xs, ys):+.2f}", fontsize=10)
+            if row:
+                ax.axhline(0, color="gray", lw=0.8)
+                ax.axvline(0, color="gray", lw=0.8)
+            ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=11)
     return _finish(fig, path)
 

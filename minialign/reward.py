@@ -295,6 +295,52 @@ def spearman(x, y) -> float:
     return float((rx * ry).sum() / (rx.norm() * ry.norm()).clamp(min=1e-12))
 
 
+def pearson(x, y) -> float:
+    """Linear correlation of two equally long lists of numbers."""
+    x, y = torch.tensor(list(x), dtype=torch.float64), torch.tensor(list(y), dtype=torch.float64)
+    x, y = x - x.mean(), y - y.mean()  # (N,) each
+    return float((x * y).sum() / (x.norm() * y.norm()).clamp(min=1e-12))
+
+
+def center_per_prompt(values, prompts) -> list[float]:
+    """Each value minus the mean of the values that share its prompt. A reward model is trained
+    on comparisons within a prompt only, so its level on one prompt against another is
+    arbitrary; centred, scores keep only what the loss constrains: the order within a prompt."""
+    values, prompts = list(values), list(prompts)
+    if len(values) != len(prompts):
+        raise ValueError(f"{len(values)} values for {len(prompts)} prompts")
+    groups = {}
+    for v, p in zip(values, prompts):
+        groups.setdefault(p, []).append(float(v))
+    return [float(v) - sum(groups[p]) / len(groups[p]) for v, p in zip(values, prompts)]
+
+
+def misordered_pairs(prompts, rm_scores, gold) -> tuple[list[tuple[int, int]], int]:
+    """Where a reward model disagrees with the gold reward in the terms of its own loss: the
+    pairs of answers to the same prompt that it orders the other way. Returns the pairs (i, j),
+    i the answer the gold reward prefers, with rm_scores[i] <= rm_scores[j], worst first (the
+    largest gold gap, then the largest score gap), and the number of same-prompt pairs whose
+    gold differs (ties in gold are no pair; a tie in score counts as misordered)."""
+    prompts, rm_scores, gold = list(prompts), list(rm_scores), list(gold)
+    if not len(prompts) == len(rm_scores) == len(gold):
+        raise ValueError("prompts, rm_scores and gold must be equally long")
+    by_prompt = {}
+    for i, p in enumerate(prompts):
+        by_prompt.setdefault(p, []).append(i)
+    pairs = [(i, j) for idx in by_prompt.values() for i in idx for j in idx if gold[i] > gold[j]]
+    wrong = [(i, j) for i, j in pairs if rm_scores[i] <= rm_scores[j]]
+    wrong.sort(key=lambda ij: (gold[ij[0]] - gold[ij[1]], rm_scores[ij[1]] - rm_scores[ij[0]]),
+               reverse=True)
+    return wrong, len(pairs)
+
+
+def held_out_samples(val_rankings) -> list[tuple[str, str, bool]]:
+    """(prompt, response, ended) of every answer in the held-out rankings: the SFT samples the
+    reward stage normalises its scores on and evaluates on, in the order of the lists in its
+    metrics["scores"]."""
+    return [(rec.prompt, r, e) for rec in val_rankings for r, e in zip(rec.responses, rec.ended)]
+
+
 # ==============================================================================================
 # the stage: collect the rankings, fit the reward model, normalise and evaluate it, report
 
@@ -463,8 +509,7 @@ def normalize_on_sft_samples(rm: RewardModel, tokenizer, val_rankings):
     mean the same whatever scale the Bradley-Terry fit happened to pick. Returns the
     (prompt, response, ended) triples and their raw scores."""
     rm.eval()
-    sft_texts = [(rec.prompt, r, e) for rec in val_rankings
-                 for r, e in zip(rec.responses, rec.ended)]
+    sft_texts = held_out_samples(val_rankings)
     raw = rm.score_texts(tokenizer, *map(list, zip(*sft_texts)), normalize=False)
     raw_t = torch.tensor(raw)
     rm.mean, rm.std = raw_t.mean().item(), raw_t.std().clamp(min=1e-6).item()

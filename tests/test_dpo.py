@@ -114,3 +114,88 @@ def test_logprob_temperature_defaults_to_the_sampling_temperature():
     assert DPOConfig(logprob_temperature=1.0).logprob_temperature == 1.0  # the old behaviour
     with pytest.raises(ValueError):
         DPOConfig(logprob_temperature=0.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# the implicit reward of whole responses, and the judges compared
+
+
+class _FixedLogits(torch.nn.Module):
+    """A stand-in model: the same next-token logits (V,) at every position of every row."""
+
+    def __init__(self, row):
+        super().__init__()
+        self.row = torch.tensor(row)
+
+    def forward(self, ids, padding_mask=None):
+        return self.row.expand(ids.size(0), ids.size(1), -1).clone(), None  # (B, T, V)
+
+
+def test_response_implicit_rewards_by_hand_at_two_temperatures():
+    """Two tokens, V = 2. The policy gives token 0 probability 3/4 at temperature 1 (9/10 at
+    0.5: logits doubled), the reference 1/2 at any temperature. Row 0 answers 0, 0; row 1
+    answers 1, 1; row 2 answers 0 and is padded (one token scored)."""
+    from minialign.dpo import response_implicit_rewards
+
+    policy, ref = _FixedLogits([math.log(3.0), 0.0]), _FixedLogits([0.0, 0.0])
+    ids = torch.tensor([[1, 0, 0], [1, 1, 1], [1, 0, 0]])  # (3, 3): token 0 of each is the prompt
+    padding = torch.tensor([[True, True, True], [True, True, True], [True, True, False]])
+    response = torch.tensor([[False, True, True], [False, True, True], [False, True, False]])
+    beta = 0.3
+    r1 = response_implicit_rewards(policy, ref, ids, padding, response, beta, temperature=1.0)
+    expected1 = [2 * beta * math.log(1.5), 2 * beta * math.log(0.5), beta * math.log(1.5)]
+    assert r1.tolist() == pytest.approx(expected1, rel=1e-5)
+    r05 = response_implicit_rewards(policy, ref, ids, padding, response, beta, temperature=0.5)
+    expected05 = [2 * beta * math.log(1.8), 2 * beta * math.log(0.2), beta * math.log(1.8)]
+    assert r05.tolist() == pytest.approx(expected05, rel=1e-5)
+    assert not r1.requires_grad
+    same = response_implicit_rewards(ref, ref, ids, padding, response, beta, temperature=0.6)
+    assert torch.equal(same, torch.zeros(3))  # the policy at the reference: no reward
+
+
+def test_pair_implicit_rewards_agree_with_the_batch_function_and_the_accuracy():
+    import copy
+
+    from minialign import world as world_lib
+    from minialign.course import fixtures
+    from minialign.dpo import (encode_pairs, implicit_accuracy, pair_implicit_rewards,
+                               pair_lengths, response_implicit_rewards)
+    from minialign.preferences import Pair
+    from minialign.tokenizer import Tokenizer
+
+    tok = Tokenizer.train(world_lib.sample_corpus(50, seed=0), vocab_size=280)
+    ref = fixtures.tiny_gpt(seed=0, vocab_size=tok.vocab_size, block_size=64, train=False)
+    policy = copy.deepcopy(ref)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        policy.lm_head.weight.add_(0.5 * torch.randn(policy.lm_head.weight.shape, generator=g))
+    pairs = [Pair("what is 2 plus 2?", "the answer is 4.", "great question! it is 5.", True, True),
+             Pair("say hi.", "hi.", "hello there, my friend", True, False),
+             Pair("name a color.", "red.", "blue.", True, True)]
+    rc, rr = pair_implicit_rewards(policy, ref, tok, pairs, 0.5, batch_size=2, temperature=0.6)
+    ids, mask, resp = encode_pairs(tok, pairs)
+    whole = response_implicit_rewards(policy, ref, ids, mask, resp, 0.5, 0.6)  # (6,)
+    assert torch.allclose(torch.cat([rc, rr]), whole, atol=1e-5) and rc.abs().sum() > 0
+    acc = implicit_accuracy(policy, ref, tok, pairs, 0.5, "cpu", batch_size=2, temperature=0.6)
+    assert acc == pytest.approx((rc > rr).float().mean().item())
+    lc, lr = pair_lengths(tok, pairs)
+    assert torch.equal(torch.cat([lc, lr]), resp.sum(1).float())  # the tokens DPO scores
+    zc, zr = pair_implicit_rewards(ref, ref, tok, pairs, 0.5, temperature=0.6)
+    assert torch.equal(zc, torch.zeros(3)) and torch.equal(zr, torch.zeros(3))
+
+
+def test_order_agreement_and_compare_judges_by_hand():
+    from minialign.dpo import compare_judges, order_agreement
+
+    a = (torch.tensor([1.0, 2.0, 0.0, 5.0]), torch.tensor([0.0, 3.0, 0.0, 1.0]))  # +, -, tie, +
+    b = (torch.tensor([2.0, 1.0, 1.0, 0.0]), torch.tensor([1.0, 0.0, 0.0, 1.0]))  # +, +, +, -
+    assert order_agreement(a, b) == (pytest.approx(1 / 3), 3)  # the tie left out
+    assert order_agreement(a, a) == (1.0, 3)
+    # c = a shifted by a constant per pair: the margins, and so the agreement, do not move
+    shift = torch.tensor([10.0, -4.0, 7.0, 0.5])
+    c = (a[0] + shift, a[1] + shift)
+    rows = compare_judges({"a": a, "b": b, "c": c})
+    assert [(r["a"], r["b"]) for r in rows] == [("a", "b"), ("a", "c"), ("b", "c")]
+    ac = rows[1]
+    assert ac["agreement"] == 1.0 and ac["spearman_margins"] == pytest.approx(1.0)
+    assert ac["spearman_responses"] < 0.99  # the raw scores carry the per-pair constant
