@@ -214,6 +214,12 @@ def seed_spread(rows: dict) -> dict:
     return spread
 
 
+def gap_verdict(a: float, b: float, gap_2sd: float) -> str:
+    """Where `a` lies against `b` by the seed noise (seed_spread's gap_2sd): "above" or "below"
+    when the gap exceeds it, "within the noise" when it does not."""
+    return "above" if a - b > gap_2sd else "below" if b - a > gap_2sd else "within the noise"
+
+
 def gap_verdicts(values: dict, duos, gap_2sd: float) -> list[dict]:
     """Each comparison a notebook makes, judged against the seed noise. values: {name: number}
     (a gold reward, say); duos: (a, b) name pairs, those with a name missing from `values`
@@ -224,10 +230,9 @@ def gap_verdicts(values: dict, duos, gap_2sd: float) -> list[dict]:
     for a, b in duos:
         if a not in values or b not in values:
             continue
-        gap = values[a] - values[b]
-        verdict = (f"{a} above {b}" if gap > gap_2sd else f"{b} above {a}" if -gap > gap_2sd
-                   else "within the noise")
-        rows.append({"a": a, "b": b, "gap": gap, "verdict": verdict})
+        where = gap_verdict(values[a], values[b], gap_2sd)
+        verdict = {"above": f"{a} above {b}", "below": f"{b} above {a}"}.get(where, where)
+        rows.append({"a": a, "b": b, "gap": values[a] - values[b], "verdict": verdict})
     return rows
 
 

@@ -150,8 +150,8 @@ def load_stage_model(out_dir: str | Path, stage: str, device="cpu"):
 def display_path(path: str | Path) -> str:
     """A path as a reader should see it: relative to the repository (or the working folder)
     when it lies inside it, so that logs and notebook outputs hold no machine's home folder."""
-    path = Path(path).resolve()
-    for base in (Path(__file__).resolve().parent.parent, Path.cwd().resolve()):
+    path = Path(os.path.abspath(path))  # (symlinks kept: runs/default may point elsewhere)
+    for base in (Path(os.path.abspath(Path(__file__).parent.parent)), Path(os.getcwd())):
         if path == base or base in path.parents:
             return path.relative_to(base).as_posix() or "."
     return str(path)

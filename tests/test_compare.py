@@ -173,6 +173,8 @@ def test_gap_verdicts_against_the_yardstick():
     assert [r["verdict"] for r in rows] == ["within the noise", "DPO above best-of-N",
                                             "PPO above best-of-N"]  # GRPO: not in the run
     assert rows[0]["gap"] == pytest.approx(0.04) and rows[2]["gap"] == pytest.approx(-0.10)
+    assert [experiments.gap_verdict(x, 0.5, 0.1) for x in (0.65, 0.45, 0.35)] == [
+        "above", "within the noise", "below"]
 
 
 def test_peak_inside_the_measured_kls():

@@ -110,7 +110,8 @@ def outputs_text(cell) -> str:
 
 
 def config_constants() -> list[tuple[float, bool]]:
-    """Every numeric default of the library's configs: quoting one is quoting the code."""
+    """Every numeric default of the library's configs, and the settings of the short runs of
+    the "train it with your code" cells: quoting one is quoting the code."""
     from minialign import (bon, compare, dpo, grpo, model, ppo, preferences, pretrain, prm,
                            reward, sft)
 
@@ -122,6 +123,9 @@ def config_constants() -> list[tuple[float, bool]]:
                     items = f.default if isinstance(f.default, tuple) else (f.default,)
                     values += [(float(v), False) for v in items
                                if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    from minialign.course import yours  # the short runs of the "train it with your code" cells
+
+    values += [(float(v), False) for changes in yours.SHORT.values() for v in changes.values()]
     return values
 
 
