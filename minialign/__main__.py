@@ -5,12 +5,14 @@ skipped and says so; `--force STAGE` retrains it.
 
     python -m minialign                      every stage, then DIR/summary.{json,md}
     python -m minialign pretrain|sft|preferences|reward|ppo|grpo|dpo|bon|compare
-    python -m minialign compare --sweep      chapter 7's experiments: PPO and DPO at several KL
-                                             coefficients and betas (the frontier), best-of-N
-                                             up to N = 256 and a reward model trained on less
-                                             data (over-optimisation), RLAIF; each an extra stage
-                                             of DIR, skipped if present (about 20-30 minutes on
-                                             a laptop; seconds with --fast)
+    python -m minialign compare --sweep      chapters 7 and 8's experiments: PPO and DPO at
+                                             several KL coefficients and betas (the frontier),
+                                             best-of-N up to N = 256 and a reward model trained
+                                             on less data (over-optimisation), PPO with four more
+                                             seeds (the noise), RLAIF, GRPO's variants; each an
+                                             extra stage of DIR, skipped if present (44 minutes
+                                             on this project's 2-core machine; seconds with
+                                             --fast)
     python -m minialign bench                speed on this machine (tokens/s, MFU, KV cache)
     python -m minialign prm                  process vs outcome reward models on chained sums:
                                              best-of-N by PRM, ORM and majority vote, N = 1..64
@@ -60,7 +62,8 @@ def main(argv=None) -> int:
                              "where the hardware has bf16 natively (a CUDA GPU, a CPU with AMX), "
                              "else fp32; fp32 forces full precision everywhere")
     parser.add_argument("--sweep", action="store_true",
-                        help="compare: also run chapter 7's experiments (20-30 min on a laptop)")
+                        help="compare: also run chapter 7's and 8's experiments "
+                             "(about 45 min on 2 cores)")
     parser.add_argument("--force", action="append", metavar="STAGE",
                         choices=["all", *pipeline.STAGES],
                         help="retrain STAGE even if its results are up to date (repeat for "

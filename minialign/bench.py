@@ -13,6 +13,10 @@
                 then uses (utils.use_bf16)
   GPU           on CUDA the bf16 MFU is also given against the GPU's datasheet bf16 peak
                 (dense tensor-core FLOP/s) where the GPU is in `BF16_PEAK_TFLOPS`
+  step profile  where one fp32 training step's time goes, by kind of operation (torch.profiler,
+                self time): the matmuls and attention, which do the FLOPs MFU counts, against
+                the elementwise work, the norms, the softmax and loss, and AdamW, which do
+                almost none; the matmuls' share bounds the MFU from above
   generation    tokens/s for 128 new tokens at batch 1 and batch 64, with and without the KV
                 cache, and the speed-up
   stages        wall time and peak memory of each stage, from DIR/summary.json when a full
@@ -93,10 +97,9 @@ def flops_per_token(cfg: GPTConfig, seq_len: int) -> float:
     return 6 * n + 12 * cfg.n_layer * seq_len * cfg.n_embd
 
 
-def training_speed(cfg: GPTConfig, batch_size: int, device, steps: int = 10, repeats: int = 3,
-                   bf16: bool = False):
-    """Tokens/s of full training steps on random tokens (speed does not depend on the data);
-    bf16=True runs the forward pass under bf16 autocast, as pretraining does where it is native."""
+def _training_step(cfg: GPTConfig, batch_size: int, device, bf16: bool = False):
+    """A function doing one full training step (forward, backward, clip, AdamW) of a fresh
+    model on random tokens (speed does not depend on the data), after three warm-up steps."""
     torch.manual_seed(0)
     model = GPT(cfg).to(device)
     opt = make_optimizer(model, 1e-4, 0.1)
@@ -113,6 +116,14 @@ def training_speed(cfg: GPTConfig, batch_size: int, device, steps: int = 10, rep
 
     for _ in range(3):
         step()
+    return step
+
+
+def training_speed(cfg: GPTConfig, batch_size: int, device, steps: int = 10, repeats: int = 3,
+                   bf16: bool = False):
+    """Tokens/s of full training steps; bf16=True runs the forward pass under bf16 autocast, as
+    pretraining does where it is native."""
+    step = _training_step(cfg, batch_size, device, bf16)
 
     def run():
         for _ in range(steps):
@@ -122,6 +133,42 @@ def training_speed(cfg: GPTConfig, batch_size: int, device, steps: int = 10, rep
 
     seconds = _best_time(run, repeats) / steps
     return batch_size * cfg.block_size / seconds
+
+
+OP_KINDS = ("matmul", "attention", "softmax and loss", "norms", "optimizer", "other elementwise")
+
+
+def op_kind(name: str) -> str:
+    """The kind of a profiler op name, e.g. "aten::addmm" -> "matmul"."""
+    name = name.lower()
+    if name in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"):
+        return "matmul"
+    if "scaled_dot_product" in name or "flash_attention" in name:
+        return "attention"
+    if "softmax" in name or "nll_loss" in name or "cross_entropy" in name:
+        return "softmax and loss"
+    if "layer_norm" in name:
+        return "norms"
+    if "_foreach_" in name or "adam" in name:
+        return "optimizer"
+    return "other elementwise"
+
+
+def step_profile(cfg: GPTConfig, batch_size: int, device, steps: int = 5) -> dict:
+    """{kind: fraction of the training step's op self time} (OP_KINDS) over `steps` fp32
+    steps under torch.profiler. The profiler adds a little time to every op, most to the many
+    small ones, so "other elementwise" reads a bit high."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step = _training_step(cfg, batch_size, device)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    totals = dict.fromkeys(OP_KINDS, 0.0)
+    for event in prof.key_averages():
+        totals[op_kind(event.key)] += event.self_cpu_time_total
+    whole = sum(totals.values()) or 1.0
+    return {kind: t / whole for kind, t in totals.items()}
 
 
 def generation_speed(cfg: GPTConfig, batch_size: int, new_tokens: int, use_cache: bool, device,
@@ -150,6 +197,7 @@ def main(out_dir, fast: bool = False, device: str = "cpu", size: str = "default"
     peak = best_matmul_peak(dev)
     tps = training_speed(cfg, batch, dev)
     achieved = tps * flops_per_token(cfg, cfg.block_size) / 1e9
+    profile = step_profile(cfg, batch, dev) if dev.type == "cpu" else None
     bf16 = None
     if use_bf16(dev, "auto"):  # the precision pretraining picks here
         bf16_peak = best_matmul_peak(dev, torch.bfloat16)
@@ -179,6 +227,7 @@ def main(out_dir, fast: bool = False, device: str = "cpu", size: str = "default"
         "train_gflops": achieved,
         "mfu": achieved / peak,
         "flops_per_token": flops_per_token(cfg, cfg.block_size),
+        "step_profile": profile,  # fraction of an fp32 step's op time per kind (CPU only)
         "bf16": bf16,  # None where bf16 is not native (pretraining then runs in fp32)
         "generation_128_tokens": gen,
     }
@@ -194,6 +243,12 @@ def main(out_dir, fast: bool = False, device: str = "cpu", size: str = "default"
     print(f"\nfp32 matmul peak            {peak:8.1f} GFLOP/s")
     print(f"training                    {tps:8.0f} tokens/s  {achieved:6.1f} GFLOP/s  "
           f"MFU {achieved / peak:.0%}  (batch {batch} x {cfg.block_size})")
+    if profile:
+        print("an fp32 training step's time, by kind of operation (profiler self time): " +
+              ", ".join(f"{k} {v:.0%}" for k, v in profile.items()))
+        flop_share = profile["matmul"] + profile["attention"]
+        print(f"  the matmuls and attention, which do the FLOPs, take {flop_share:.0%} of it: "
+              f"MFU could reach at most that even at the matmul peak")
     if bf16:
         print(f"bf16 matmul peak            {bf16['matmul_peak_gflops']:8.1f} GFLOP/s")
         print(f"training, bf16 autocast     {bf16['train_tokens_per_second']:8.0f} tokens/s  "

@@ -21,7 +21,7 @@ the frontier gets more than one point per method. The figures are drawn by plots
 whole-pipeline run, `write_summary` writes DIR/summary.json and summary.md.
 
     python -m minialign compare            (after the other stages; the table and the frontier)
-    python -m minialign compare --sweep    (the chapter 7 experiments: 20-30 min on a laptop)
+    python -m minialign compare --sweep    (the chapter 7 and 8 experiments: about 45 min on 2 cores)
 """
 
 from __future__ import annotations

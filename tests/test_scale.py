@@ -144,3 +144,22 @@ def test_a_stage_writes_its_curves_live_as_it_trains(tmp_path, monkeypatch):
     assert sorted(tracking.stage_scalars(history)) == sorted(seen_while_training)
     tracking.log({"train/loss": 1.0}, 0)  # tracking off again: nothing is written anywhere
     assert len(writer.scalars) == len(seen_while_training)
+
+
+def test_op_kinds_of_profiler_names():
+    assert bench.op_kind("aten::addmm") == bench.op_kind("aten::bmm") == "matmul"
+    assert bench.op_kind("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
+    assert bench.op_kind("aten::_log_softmax_backward_data") == "softmax and loss"
+    assert bench.op_kind("aten::native_layer_norm") == "norms"
+    assert bench.op_kind("aten::_foreach_addcmul_") == bench.op_kind("aten::_fused_adamw_") == "optimizer"
+    assert bench.op_kind("aten::gelu") == bench.op_kind("aten::add_") == "other elementwise"
+
+
+def test_step_profile_splits_a_tiny_step_into_fractions():
+    from minialign.model import GPTConfig
+
+    cfg = GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=16)
+    profile = bench.step_profile(cfg, batch_size=4, device=torch.device("cpu"), steps=2)
+    assert set(profile) == set(bench.OP_KINDS)
+    assert abs(sum(profile.values()) - 1) < 1e-9 and profile["matmul"] > 0
+    assert profile["optimizer"] > 0  # AdamW ran inside the profiled steps
