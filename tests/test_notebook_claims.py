@@ -28,6 +28,7 @@ NOTEBOOKS = sorted((REPO_DIR / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 # the chapters discuss (notebook stem -> {number as written: why})
 LITERATURE = {
     "*": {"0.693": "ln 2, the loss of a coin flip", "0.5": "one half"},
+    "08_grpo": {"800,000": "PRM800K: the step-level labels of Lightman et al. 2023"},
 }
 
 # a measured-looking number: a decimal, a percentage or a count with thousands separators; not
