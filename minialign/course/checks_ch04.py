@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from minialign import reward as ref
 from minialign.course import fixtures
 from minialign.course.checks import exercise
-from minialign.course.checks_steps import (FIXTURES, Kept, expect_state, local_steps,
-                                           student_steps)
+from minialign.course.checks_steps import FIXTURES, Kept, compare_steps, student_steps
 from minialign.course.wire import Build
 
 # ==============================================================================================
@@ -422,24 +421,12 @@ def _expect_pair_of_floats(t, out, where):
 
 
 def _expect_reward_steps(t, setup, calls, *, seed=0):
-    """As `checks_steps.expect_steps`, for a step that returns (loss, accuracy) and sets one
-    learning rate per parameter group: the parameters, the optimizer's count, both numbers."""
-    mistakes = {**_STEP_MISTAKES, **_ACCURACY_MISTAKES}
-    got = student_steps(t, setup, calls, seed)
-    want = local_steps(ref.reward_step, setup, calls, seed)
-    runs: dict = {}
-
-    def variant(hint):  # each mistake is run at most once
-        if hint not in runs:
-            runs[hint] = local_steps(mistakes[hint], setup, calls, seed)
-        return runs[hint]
-
-    n = len(calls)
-    if type(got.optimizer_steps) is not int or got.optimizer_steps != want.optimizer_steps:
-        t.fail(f"the optimizer took {got.optimizer_steps} step(s) in {n} call(s) of your "
-               f"function", "call optimizer.step() exactly once per call, after backward")
-    expect_state(t, got.state, want.state, what=f"the reward model's parameters after {n} "
-                 f"step(s)", mistakes={h: (lambda h=h: variant(h).state) for h in mistakes})
+    """As `checks_steps.expect_steps` (through its `compare_steps`), for a step that returns
+    (loss, accuracy) and sets one learning rate per parameter group: the parameters, the
+    optimizer's count, both numbers."""
+    got, want, variant = compare_steps(t, setup, calls, reference=ref.reward_step,
+                                       mistakes={**_STEP_MISTAKES, **_ACCURACY_MISTAKES},
+                                       seed=seed, model="the reward model's parameters")
     for i, (out, expected) in enumerate(zip(got.losses, want.losses)):
         _expect_pair_of_floats(t, out, f"call {i + 1}")
         t.expect_close(out[0], expected[0], what=f"the loss returned by call {i + 1} (the "

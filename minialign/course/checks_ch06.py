@@ -16,7 +16,7 @@ from minialign import dpo
 from minialign import model as ref
 from minialign.course import fixtures
 from minialign.course.checks import exercise
-from minialign.course.checks_steps import (_GLOBAL_RANDOM_STATE, FIXTURES, Kept, expect_state,
+from minialign.course.checks_steps import (_GLOBAL_RANDOM_STATE, FIXTURES, Kept, compare_steps,
                                            local_steps, step_mistakes, student_steps,
                                            variant_step)
 from minialign.course.wire import Build
@@ -374,21 +374,9 @@ def _expect_dpo_steps(t, setup, calls, *, seed=0):
     """As `checks_steps.expect_steps`, for a step that returns (loss, chosen_rewards,
     rejected_rewards): the parameters, the optimizer's count and every returned value."""
     mistakes = _dpo_step_mistakes()
-    got = student_steps(t, setup, calls, seed)
-    want = local_steps(dpo.dpo_step, setup, calls, seed)
-    runs: dict = {}
-
-    def variant(hint):  # each mistake is run at most once
-        if hint not in runs:
-            runs[hint] = local_steps(mistakes[hint], setup, calls, seed)
-        return runs[hint]
-
-    n = len(calls)
-    if type(got.optimizer_steps) is not int or got.optimizer_steps != want.optimizer_steps:
-        t.fail(f"the optimizer took {got.optimizer_steps} step(s) in {n} call(s) of your "
-               f"function", "call optimizer.step() exactly once per call, after backward")
-    expect_state(t, got.state, want.state, what=f"the policy's parameters after {n} step(s)",
-                 mistakes={h: (lambda h=h: variant(h).state) for h in mistakes})
+    got, want, variant = compare_steps(t, setup, calls, reference=dpo.dpo_step,
+                                       mistakes=mistakes, seed=seed,
+                                       model="the policy's parameters")
     for i, (out, expected) in enumerate(zip(got.losses, want.losses)):
         _expect_triple(t, out, f"call {i + 1}")
         t.expect_close(out[0], expected[0], what=f"the loss returned by call {i + 1} (the mean "

@@ -180,11 +180,12 @@ def step_mistakes(loss_of) -> dict:
 # expectations
 
 
-def expect_steps(t, setup: dict, calls: list, *, reference, mistakes=None, seed: int = 0,
-                 atol: float = 1e-5, rtol: float = 1e-4) -> Steps:
-    """The student's steps leave the model as the library's do, take one optimizer step per
-    call and return the same losses. `mistakes`: {hint: variant step}, run here only when the
-    student's result differs."""
+def compare_steps(t, setup: dict, calls: list, *, reference, mistakes=None, seed: int = 0,
+                  model: str = "the model's parameters", atol: float = 1e-5, rtol: float = 1e-4):
+    """Run the student's steps and the library's `reference` on the same fixtures; check one
+    optimizer step per call and the parameters they leave. Returns (got, want, variant):
+    variant(hint) runs the mistake `mistakes[hint]` (once, when asked), for the checks of what
+    the step returns, which differ from step to step."""
     got = student_steps(t, setup, calls, seed)
     want = local_steps(reference, setup, calls, seed)
     runs: dict = {}
@@ -195,13 +196,23 @@ def expect_steps(t, setup: dict, calls: list, *, reference, mistakes=None, seed:
         return runs[hint]
 
     n = len(calls)
-    after = f"after {n} step{'s' if n > 1 else ''}"
     count = got.optimizer_steps
     if type(count) is not int or count != want.optimizer_steps:
         t.fail(f"the optimizer took {count} step(s) in {n} call(s) of your function",
                "call optimizer.step() exactly once per call, after backward")
-    expect_state(t, got.state, want.state, what=f"the model's parameters {after}", atol=atol,
-                 rtol=rtol, mistakes={h: (lambda h=h: variant(h).state) for h in mistakes or {}})
+    expect_state(t, got.state, want.state, what=f"{model} after {n} step{'s' if n > 1 else ''}",
+                 atol=atol, rtol=rtol,
+                 mistakes={h: (lambda h=h: variant(h).state) for h in mistakes or {}})
+    return got, want, variant
+
+
+def expect_steps(t, setup: dict, calls: list, *, reference, mistakes=None, seed: int = 0,
+                 atol: float = 1e-5, rtol: float = 1e-4) -> Steps:
+    """The student's steps leave the model as the library's do, take one optimizer step per
+    call and return the same losses. `mistakes`: {hint: variant step}, run here only when the
+    student's result differs."""
+    got, want, variant = compare_steps(t, setup, calls, reference=reference, mistakes=mistakes,
+                                       seed=seed, atol=atol, rtol=rtol)
     for i, (loss, expected) in enumerate(zip(got.losses, want.losses)):
         t.expect_close(loss, expected, atol=atol, rtol=rtol,
                        what=f"the loss returned by call {i + 1} (the batch's, before the update)",
