@@ -29,6 +29,7 @@ and the frontier they feed are in compare.py, the figures in plots.py.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -207,9 +208,8 @@ def seed_spread(rows: dict) -> dict:
     spread = {}
     for key in NOISE_KEYS:
         xs = [r[key] for r in rows.values()]
-        mean = sum(xs) / len(xs)
-        std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-        spread[key] = {"mean": mean, "std": std, "min": min(xs), "max": max(xs),
+        std = statistics.stdev(xs) if len(xs) > 1 else 0.0  # (n - 1) in the denominator
+        spread[key] = {"mean": statistics.fmean(xs), "std": std, "min": min(xs), "max": max(xs),
                        "gap_2sd": 2 * math.sqrt(2) * std}
     return spread
 
@@ -326,7 +326,6 @@ def fooling_responses(rows: list[dict], sft_gold: float, n: int) -> list[dict]:
     answer (proxy > 0: scores are normalised on SFT samples) while their gold reward is below
     SFT's mean, ordered by how much more the proxy likes them than the gold reward does
     (standardised over `rows`), at most n // 2 from one source, each (prompt, response) once."""
-    import statistics
 
     if not rows:
         return []
