@@ -4,6 +4,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("MINIALIGN_NO_PROGRESS", "1")
 ROOT = Path(__file__).resolve().parent.parent
@@ -11,13 +13,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups: after it,
+#                                 they were ignored and every worker built the fixtures again
 def pytest_collection_modifyitems(config, items):
     """Group tests for pytest-xdist (`-n auto --dist loadgroup`, as the README runs them): one
     group per test file, so that a file's module-scoped fixtures (a graded class of mutants,
     a fast run folder) are built once, on one worker; but one group per notebook, since the
     notebooks are the longest tests and independent of each other."""
-    import pytest
-
     for item in items:
         group = Path(str(item.fspath)).stem
         if group == "test_notebooks" and "[" in item.name:
