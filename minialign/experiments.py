@@ -28,6 +28,7 @@ and the frontier they feed are in compare.py, the figures in plots.py.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from dataclasses import asdict, fields
@@ -79,16 +80,30 @@ def base_config(out_dir: Path, stage: str, cls, **changes):
     return cls(**{**saved, **changes})
 
 
-def _ensure_stage(out_dir: Path, stage: str, train_fn, log) -> dict:
-    """The metrics of `stage`, from its folder if it has run (pipeline.is_done), else trained."""
+def _ensure_stage(out_dir: Path, stage: str, train_fn, log, config=None) -> dict:
+    """The metrics of `stage`, from its folder if it has run (pipeline.is_done) with `config`
+    (the dataclass train_fn trains it with; None: any), else trained."""
     from . import pipeline
 
-    if pipeline.is_done(out_dir, stage):
+    changed = _config_changes(out_dir / stage / "metrics.json", config)
+    if pipeline.is_done(out_dir, stage) and not changed:
         log(f"[compare] {stage}: found in {display_path(out_dir)}")
     else:
-        log(f"[compare] {stage}: training")
+        why = f" (its config changed: {', '.join(changed)})" if changed else ""
+        log(f"[compare] {stage}: training{why}")
         train_fn()
     return read_json(out_dir / stage / "metrics.json")
+
+
+def _config_changes(metrics_path: Path, config) -> list[str]:
+    """The fields whose values differ between `config` and the config a finished run saved in
+    its metrics (a default changed since, or the stage it varies was retrained with another):
+    such a run is stale. Fields the saved config lacks (added to the code later) are left out."""
+    if config is None or not Path(metrics_path).exists():
+        return []
+    saved = read_json(metrics_path).get("config", {})
+    wanted = json.loads(json.dumps(asdict(config), default=str))  # tuples as lists, as saved
+    return [k for k, v in wanted.items() if k in saved and saved[k] != v]
 
 
 def ppo_variant(out_dir, kl_coef: float, cfg: CompareConfig, device="cpu",
@@ -102,7 +117,7 @@ def ppo_variant(out_dir, kl_coef: float, cfg: CompareConfig, device="cpu",
         changes["eval_interval"] = cfg.ppo_eval_interval
     ppo_cfg = base_config(out_dir, "ppo", ppo.PPOConfig, **changes)
     return stage, _ensure_stage(out_dir, stage, lambda: ppo.train(
-        ppo_cfg, out_dir, device, log, stage=stage), log)
+        ppo_cfg, out_dir, device, log, stage=stage), log, ppo_cfg)
 
 
 def ppo_seed_variant(out_dir, seed: int, device="cpu", log=print) -> tuple[str, dict]:
@@ -112,7 +127,7 @@ def ppo_seed_variant(out_dir, seed: int, device="cpu", log=print) -> tuple[str, 
     out_dir, stage = Path(out_dir), f"ppo_seed{int(seed)}"
     ppo_cfg = base_config(out_dir, "ppo", ppo.PPOConfig, seed=int(seed))
     return stage, _ensure_stage(out_dir, stage, lambda: ppo.train(
-        ppo_cfg, out_dir, device, log, stage=stage), log)
+        ppo_cfg, out_dir, device, log, stage=stage), log, ppo_cfg)
 
 
 def dpo_variant(out_dir, beta: float, device="cpu", log=print) -> tuple[str, dict]:
@@ -125,7 +140,7 @@ def dpo_variant(out_dir, beta: float, device="cpu", log=print) -> tuple[str, dic
         return "dpo", read_json(out_dir / "dpo" / "metrics.json")
     stage = f"dpo_beta{float(beta)}"  # the name notebook 06's beta sweep uses too
     return stage, _ensure_stage(out_dir, stage, lambda: dpo.train(
-        dpo_cfg, out_dir, device, log, stage=stage), log)
+        dpo_cfg, out_dir, device, log, stage=stage), log, dpo_cfg)
 
 
 def dpo_temperature_variant(out_dir, temperature: float, device="cpu",
@@ -138,7 +153,7 @@ def dpo_temperature_variant(out_dir, temperature: float, device="cpu",
     dpo_cfg = base_config(out_dir, "dpo", dpo.DPOConfig,
                           logprob_temperature=float(temperature))
     return stage, _ensure_stage(out_dir, stage, lambda: dpo.train(
-        dpo_cfg, out_dir, device, log, stage=stage), log)
+        dpo_cfg, out_dir, device, log, stage=stage), log, dpo_cfg)
 
 
 def preferences_variant(out_dir, stage: str, device="cpu", log=print, **changes) -> dict:
@@ -148,7 +163,7 @@ def preferences_variant(out_dir, stage: str, device="cpu", log=print, **changes)
     out_dir = Path(out_dir)
     cfg = base_config(out_dir, "preferences", preferences.PreferencesConfig, **changes)
     return _ensure_stage(out_dir, stage, lambda: preferences.train(cfg, out_dir, device, log,
-                                                                   stage=stage), log)
+                                                                   stage=stage), log, cfg)
 
 
 def reward_variant(out_dir, stage: str, device="cpu", log=print, **changes) -> dict:
@@ -159,7 +174,7 @@ def reward_variant(out_dir, stage: str, device="cpu", log=print, **changes) -> d
     out_dir = Path(out_dir)
     rm_cfg = base_config(out_dir, "reward", reward.RewardConfig, **changes)
     return _ensure_stage(out_dir, stage, lambda: reward.train(rm_cfg, out_dir, device, log,
-                                                              stage=stage), log)
+                                                              stage=stage), log, rm_cfg)
 
 
 # ==============================================================================================
@@ -588,9 +603,9 @@ def rlaif(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> dict:
         dpo_cfg = base_config(out_dir, "dpo", dpo.DPOConfig, preferences="preferences_ai")
         ppo_cfg = base_config(out_dir, "ppo", ppo.PPOConfig)
         dpo_ai = _ensure_stage(out_dir, "dpo_ai", lambda: dpo.train(
-            dpo_cfg, out_dir, device, log, stage="dpo_ai"), log)
+            dpo_cfg, out_dir, device, log, stage="dpo_ai"), log, dpo_cfg)
         ppo_ai = _ensure_stage(out_dir, "ppo_ai", lambda: ppo.train(
-            ppo_cfg, out_dir, device, log, stage="ppo_ai", reward_stage="reward_ai"), log)
+            ppo_cfg, out_dir, device, log, stage="ppo_ai", reward_stage="reward_ai"), log, ppo_cfg)
         sft = read_json(out_dir / "sft" / "metrics.json")
         human = {s: read_json(out_dir / s / "metrics.json") for s in ("reward", "dpo", "ppo")}
         labelers = {}
@@ -656,7 +671,7 @@ def grpo_variant(out_dir, stage: str, cfg: CompareConfig, device="cpu", log=prin
         changes["eval_interval"] = cfg.grpo_eval_interval
     grpo_cfg = base_config(out_dir, "grpo", grpo.GRPOConfig, **changes)
     return _ensure_stage(out_dir, stage, lambda: grpo.train(grpo_cfg, out_dir, device, log,
-                                                            stage=stage), log)
+                                                            stage=stage), log, grpo_cfg)
 
 
 def _mean_of(rows: list[dict], key: str):

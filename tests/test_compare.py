@@ -193,6 +193,19 @@ def test_fooling_responses_need_high_proxy_and_low_gold():
     assert [r["prompt"] for r in picked] == ["p0", "p3"]  # p1: gold too high; p2: proxy too low
 
 
+def test_an_extra_run_trained_with_another_config_is_stale(tmp_path):
+    saved = grpo.GRPOConfig(iterations=32, advantage="rloo")
+    metrics = {k: v for k, v in json.loads(json.dumps(vars(saved))).items() if k != "seed"}
+    (tmp_path / "metrics.json").write_text(json.dumps({"config": metrics}))
+    path = tmp_path / "metrics.json"
+    assert experiments._config_changes(path, grpo.GRPOConfig(iterations=32, advantage="rloo")) \
+        == []
+    assert experiments._config_changes(path, grpo.GRPOConfig(iterations=16, advantage="rloo",
+                                                             seed=3)) == ["iterations"]
+    assert experiments._config_changes(path, None) == []  # no config to hold it against
+    assert experiments._config_changes(tmp_path / "missing.json", saved) == []
+
+
 # ==============================================================================================
 # the configuration and the command line
 
