@@ -10,9 +10,9 @@ skipped and says so; `--force STAGE` retrains it.
                                              best-of-N up to N = 256 and a reward model trained
                                              on less data (over-optimisation), PPO with four more
                                              seeds (the noise), RLAIF, GRPO's variants; each an
-                                             extra stage of DIR, skipped if present (44 minutes
-                                             on this project's 2-core machine; seconds with
-                                             --fast)
+                                             extra stage of DIR, skipped if present (about 40
+                                             minutes on this project's 2-core machine; seconds
+                                             with --fast)
     python -m minialign bench                speed on this machine (tokens/s, MFU, KV cache)
     python -m minialign prm                  process vs outcome reward models on chained sums:
                                              best-of-N by PRM, ORM and majority vote, N = 1..64

@@ -60,8 +60,8 @@ class CompareConfig:
     #                                  with the ppo stage's seed 0, five runs that differ only in
     #                                  their randomness (rollouts and evaluation samples): the
     #                                  spread a difference between two runs must exceed
-    grpo_eval_interval: int = 16  # iterations between their gold evaluations (0: the grpo
-    #                               stage's); each evaluation costs about 2 training iterations
+    grpo_eval_interval: int = 8  # iterations between their gold evaluations (0: the grpo
+    #                              stage's); each evaluation costs about 2 training iterations
     seed: int = 0
 
     def __post_init__(self):

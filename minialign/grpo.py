@@ -57,7 +57,10 @@ REWARD_SOURCES = ("reward_model", "verifier", "gold")
 
 @dataclass
 class GRPOConfig:
-    iterations: int = 32  # rollout batches (each followed by ppo_epochs of updates)
+    iterations: int = 16  # rollout batches (each followed by ppo_epochs of updates). Gold
+    #                       stops rising by iteration 16 against the reward model; at 32 the
+    #                       policy goes on climbing the proxy, and with a laptop's fp32
+    #                       arithmetic (AVX2, no AMX) it hacked it: KL 6.8 nats, gold halved
     prompts_per_batch: int = 8  # P: prompts per rollout batch
     group_size: int = 8  # G: responses sampled per prompt (the group of the baseline)
     minibatch_size: int = 32  # responses per gradient step
@@ -67,8 +70,9 @@ class GRPOConfig:
     loss_aggregation: str = "seq-mean-token-mean"  # GRPO; "token-mean" (DAPO),
     #                                                "seq-mean-token-sum-norm" (Dr. GRPO)
     kl_coef: float = 0.2  # beta, per token; 0: no KL term at all (DAPO). DeepSeekMath's 0.04
-    #                       lets the KL here run to ~3 nats, where the reward model is hacked
-    #                       (gold falls back while the proxy climbs); 0.2 holds it near 1.5
+    #                       let the KL here run to ~3 nats over 32 iterations, where the reward
+    #                       model is hacked (gold falls back while the proxy climbs); 0.2 held
+    #                       it near 1.5 over 32, 1.1 over 16
     kl_in: str = "loss"  # "loss": k3 per token in the loss (GRPO); "reward": k1 summed over
     #                      the response, subtracted from its reward before the advantages (RLOO)
     cliprange_low: float = 0.2  # ratio clipped below at 1 - cliprange_low
@@ -80,7 +84,7 @@ class GRPOConfig:
     reward_source: str = "reward_model"  # "reward_model", "verifier" or "gold"
     temperature: float = TEMPERATURE  # sampling temperature; log-probs use the same everywhere
     max_new_tokens: int = 64  # response budget (L_max of the overlong penalty and of Dr. GRPO)
-    eval_interval: int = 8  # iterations between gold evaluations on held-out prompts
+    eval_interval: int = 4  # iterations between gold evaluations on held-out prompts
     eval_samples: int = 1
     seed: int = 0
 
