@@ -215,6 +215,14 @@ NOISE_KEYS = {"gold": "gold_reward_mean", "win_rate": "win_rate_vs_sft",
               "success": "task_success_rate", "kl": "kl_to_ref"}
 
 
+def noise_rows(runs: dict) -> dict:
+    """{stage: metrics} of runs that differ only in their seed -> {stage: {seed, gold, win_rate,
+    success, kl}}, the rows seed_spread reads."""
+    return {stage: {"seed": m["config"]["seed"],
+                    **{k: m[metric] for k, metric in NOISE_KEYS.items()}}
+            for stage, m in runs.items()}
+
+
 def seed_spread(rows: dict) -> dict:
     """rows: {stage: {key: value}} for runs that differ only in their seed -> per key the mean,
     the standard deviation across runs (Bessel-corrected), the range, and twice the standard
@@ -263,9 +271,7 @@ def seed_noise(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> d
     for s in cfg.noise_seeds:
         stage, m = ppo_seed_variant(out_dir, s, device, log)
         runs[stage] = m
-    rows = {stage: {"seed": m["config"]["seed"],
-                    **{k: m[metric] for k, metric in NOISE_KEYS.items()}}
-            for stage, m in runs.items()}
+    rows = noise_rows(runs)
     result = {"runs": rows, "spread": seed_spread(rows), "file": "compare/noise.json"}
     write_json(result, out_dir / "compare" / "noise.json")
     plots.seed_noise(rows, out_dir / "compare" / "noise.png")
@@ -674,6 +680,19 @@ def grpo_variant(out_dir, stage: str, cfg: CompareConfig, device="cpu", log=prin
                                                             stage=stage), log, grpo_cfg)
 
 
+def grpo_seed_variant(out_dir, seed: int, cfg: CompareConfig, device="cpu", log=print) -> dict:
+    """GRPO with another seed (stage grpo_seed{s}); otherwise the grpo stage's config."""
+    from . import grpo
+
+    out_dir, stage = Path(out_dir), f"grpo_seed{int(seed)}"
+    changes = {"seed": int(seed)}
+    if cfg.grpo_eval_interval:
+        changes["eval_interval"] = cfg.grpo_eval_interval
+    grpo_cfg = base_config(out_dir, "grpo", grpo.GRPOConfig, **changes)
+    return _ensure_stage(out_dir, stage, lambda: grpo.train(grpo_cfg, out_dir, device, log,
+                                                            stage=stage), log, grpo_cfg)
+
+
 def _mean_of(rows: list[dict], key: str):
     values = [r[key] for r in rows if key in r]
     return sum(values) / len(values) if values else None
@@ -713,6 +732,12 @@ def grpo_sweep(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> d
     for stage in cfg.grpo_variants:
         runs[stage] = grpo_variant(out_dir, stage, cfg, device, log)
     result = {"runs": {stage: grpo_row(m) for stage, m in runs.items()}}
+    if cfg.noise_seeds:  # the default GRPO again with PPO's noise seeds: its own spread
+        seeds = {"grpo": runs["grpo"]}
+        seeds.update({f"grpo_seed{int(s)}": grpo_seed_variant(out_dir, s, cfg, device, log)
+                      for s in cfg.noise_seeds})
+        rows = noise_rows(seeds)
+        result["seeds"] = {"runs": rows, "spread": seed_spread(rows)}
     by_rm = {s: m for s, m in runs.items() if m["reward_source"] == "reward_model"}
     plots.grpo_response_length({s: {"history": m["history"], "curve": m["curve"]}
                                 for s, m in by_rm.items()},
@@ -840,6 +865,12 @@ def grpo_markdown(result: dict) -> str:
             f"{r['kl']:.2f} | {_arrow(r['length_first'], r['length_last'])} | "
             f"{_arrow(r['length_neg_first'], r['length_neg_last'])} | "
             f"{_arrow(ev[0], ev[-1]) if ev else '–'} |")
+    if "seeds" in result:
+        w, g = result["seeds"]["spread"]["win_rate"], result["seeds"]["spread"]["gold"]
+        lines += ["", f"GRPO (reward model) over {len(result['seeds']['runs'])} seeds: win rate "
+                  f"vs SFT {w['min']:.1%} to {w['max']:.1%}, mean {w['mean']:.1%} (std "
+                  f"{w['std']:.1%}); gold {g['min']:+.3f} to {g['max']:+.3f}, mean "
+                  f"{g['mean']:+.3f} (std {g['std']:.3f})."]
     if "reward_sources" in result:
         lines += ["", reward_sources_table(result["reward_sources"])]
     return "\n".join(lines) + "\n"

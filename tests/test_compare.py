@@ -343,8 +343,17 @@ def test_compare_sweep_writes_its_stages_files_and_keys(run_dir):
     # GRPO's own row is its final evaluation, repeated: the same prompts, samples and seed
     own = json.loads((run_dir / "grpo" / "metrics.json").read_text())
     assert rs["overall"]["GRPO, reward model"]["gold"] == pytest.approx(own["gold_reward_mean"])
+    # the default GRPO again with the noise seeds: the grpo stage's config, reseeded
+    grpo_seeded = json.loads((run_dir / "grpo_seed1" / "metrics.json").read_text())
+    assert {k for k in base if grpo_seeded["config"][k] != base[k]} <= {"seed", "eval_interval"}
+    assert grpo_seeded["config"]["seed"] == 1
+    assert set(g["seeds"]["runs"]) == {"grpo", "grpo_seed1"}
+    wins = [r["win_rate"] for r in g["seeds"]["runs"].values()]
+    assert g["seeds"]["spread"]["win_rate"]["mean"] == pytest.approx(sum(wins) / 2)
+    assert g["seeds"]["runs"]["grpo_seed1"]["win_rate"] == grpo_seeded["win_rate_vs_sft"]
     md = (run_dir / "compare" / "grpo.md").read_text()
     assert "grpo_agg_token-mean" in md and "humor (no verifier)" in md
+    assert "over 2 seeds" in md
     for name in ("grpo_length.png", "reward_sources.png", "reward_sources_training.png"):
         assert (run_dir / "compare" / name).exists(), name
 
