@@ -666,26 +666,14 @@ STYLE_COMPONENTS = ("concise", "polite", "ending", "honest", "harmless")
 ROW_KEYS = ("success", "gold", "proxy", "helpful", *STYLE_COMPONENTS)
 
 
-def grpo_variant(out_dir, stage: str, cfg: CompareConfig, device="cpu", log=print) -> dict:
-    """The GRPO run `stage` of GRPO_VARIANTS (the grpo stage's config with its changes),
-    trained if missing. Returns its metrics."""
+def grpo_variant(out_dir, stage: str, cfg: CompareConfig, device="cpu", log=print,
+                 changes: dict | None = None) -> dict:
+    """The GRPO run `stage`: the grpo stage's config with `changes` (default: those
+    GRPO_VARIANTS names for it), trained if missing. Returns its metrics."""
     from . import grpo
 
     out_dir = Path(out_dir)
-    changes = dict(GRPO_VARIANTS[stage])
-    if cfg.grpo_eval_interval:
-        changes["eval_interval"] = cfg.grpo_eval_interval
-    grpo_cfg = base_config(out_dir, "grpo", grpo.GRPOConfig, **changes)
-    return _ensure_stage(out_dir, stage, lambda: grpo.train(grpo_cfg, out_dir, device, log,
-                                                            stage=stage), log, grpo_cfg)
-
-
-def grpo_seed_variant(out_dir, seed: int, cfg: CompareConfig, device="cpu", log=print) -> dict:
-    """GRPO with another seed (stage grpo_seed{s}); otherwise the grpo stage's config."""
-    from . import grpo
-
-    out_dir, stage = Path(out_dir), f"grpo_seed{int(seed)}"
-    changes = {"seed": int(seed)}
+    changes = dict(GRPO_VARIANTS[stage] if changes is None else changes)
     if cfg.grpo_eval_interval:
         changes["eval_interval"] = cfg.grpo_eval_interval
     grpo_cfg = base_config(out_dir, "grpo", grpo.GRPOConfig, **changes)
@@ -734,7 +722,8 @@ def grpo_sweep(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> d
     result = {"runs": {stage: grpo_row(m) for stage, m in runs.items()}}
     if cfg.noise_seeds:  # the default GRPO again with PPO's noise seeds: its own spread
         seeds = {"grpo": runs["grpo"]}
-        seeds.update({f"grpo_seed{int(s)}": grpo_seed_variant(out_dir, s, cfg, device, log)
+        seeds.update({f"grpo_seed{int(s)}": grpo_variant(out_dir, f"grpo_seed{int(s)}", cfg,
+                                                         device, log, {"seed": int(s)})
                       for s in cfg.noise_seeds})
         rows = noise_rows(seeds)
         result["seeds"] = {"runs": rows, "spread": seed_spread(rows)}
