@@ -17,6 +17,9 @@ skipped and says so; `--force STAGE` retrains it.
     python -m minialign prm                  process vs outcome reward models on chained sums:
                                              best-of-N by PRM, ORM and majority vote, N = 1..64
                                              (its own tiny models; not part of the default run)
+    python -m minialign pretrain_length      SFT's task success against pretraining length:
+                                             pretraining cut short (320 and 480 steps), each
+                                             fine-tuned (not part of the default run)
     torchrun --standalone --nproc_per_node=N -m minialign STAGE
                                              data-parallel training (DDP) over N processes
                                              (CPU: gloo; GPUs: NCCL, one per process)

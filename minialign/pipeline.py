@@ -41,11 +41,13 @@ STAGES = {
     "bon": ("bon", "BoNConfig", ["reward"]),
     "compare": ("compare", "CompareConfig", ["ppo", "grpo", "dpo", "bon"]),
     "prm": ("prm", "PRMConfig", []),  # process vs outcome reward models: its own tiny models
+    "pretrain_length": ("pretrain_length", "PretrainLengthConfig", ["sft"]),  # SFT against
+    #                                                  shorter pretraining runs of its own
 }
 # the default pipeline (`python -m minialign`): every stage but the side experiments, which
 # train their own models and would only spend the pipeline's time budget ("prm": about 3
-# minutes; run it alone with `python -m minialign prm`)
-SIDE_EXPERIMENTS = {"prm"}
+# minutes, "pretrain_length": about 5; run each alone with `python -m minialign STAGE`)
+SIDE_EXPERIMENTS = {"prm", "pretrain_length"}
 ORDER = [s for s in STAGES if s not in SIDE_EXPERIMENTS]
 # the stages that train data-parallel under torchrun (minialign/dist.py); the others run on
 # rank 0 alone while the other ranks wait

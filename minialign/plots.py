@@ -549,6 +549,27 @@ def seed_noise(rows: dict, path=None):
     return _finish(fig, path)
 
 
+def pretrain_length(rows: list[dict], path=None, default_steps=None):
+    """SFT against pretraining length (pretrain_length.length_row, one per length): the SFT
+    model's held-out task success (± one standard error) and the pretrained model's validation
+    loss, against millions of pretraining tokens; the default length marked."""
+    tokens = [r["tokens"] / 1e6 for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.0))
+    axes[0].errorbar(tokens, [r["sft_success"] for r in rows],
+                     yerr=[r["sft_success_se"] for r in rows], marker="o", capsize=3)
+    axes[0].set_ylabel("SFT task success (held-out)")
+    axes[1].plot(tokens, [r["val_loss"] for r in rows], marker="o")
+    axes[1].set_ylabel("pretraining validation loss")
+    for ax in axes:
+        ax.set_xlabel("pretraining tokens (millions)")
+        for r, x in zip(rows, tokens):
+            if r["steps"] == default_steps:
+                ax.axvline(x, color="gray", ls=":", lw=1, label=f"default ({r['steps']} steps)")
+                ax.legend(fontsize=8)
+    fig.suptitle("how much pretraining SFT needs", fontsize=10)
+    return _finish(fig, path)
+
+
 def labeler_agreement(labelers: dict, path=None):
     """RLAIF's labelers side by side (experiments.rlaif's "labelers"): per family, how often
     each labeler's training labels, and its own preference, agree with the gold reward."""
