@@ -31,7 +31,6 @@ The module's name keeps it out of the library copy the child sees (`stublib.LEFT
 from __future__ import annotations
 
 import importlib
-import threading
 from dataclasses import dataclass
 
 import torch
@@ -43,8 +42,9 @@ from .wire import Build
 FIXTURES = "minialign.course.fixtures"
 # The grader checks chapters in parallel threads, and torch's global generator (which model
 # initialisation and dropout draw from) is one per process: the runs here that seed it and draw
-# from it take turns, or a dropout mask could come from another chapter's seed.
-_GLOBAL_RANDOM_STATE = threading.Lock()
+# from it take turns with each other and with the fixtures other checks build (one lock, see
+# fixtures.GLOBAL_RANDOM_STATE), or a dropout mask could come from another chapter's draws.
+_GLOBAL_RANDOM_STATE = fixtures.GLOBAL_RANDOM_STATE
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,23 @@ the parent compares, never code it runs. `checks_steps.py` runs a step exercise 
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from ..model import GPT, GPTConfig
 from ..utils import make_optimizer
 
 IGNORE = -100  # sft.IGNORE, the label F.cross_entropy skips (sft itself imports a whole stage)
+
+# Torch's global generator (model initialisation and dropout draw from it) is one per process,
+# and the grader checks chapters in parallel threads. Every use of it on the trusted side holds
+# this lock: the fixtures below, and the step checks' local runs (checks_steps), which seed it
+# and draw dropout masks that must match the child's. Without it, a fixture built by another
+# thread's check restores, on leaving fork_rng, a generator state saved before those draws, and
+# a mask comes out different (a mistake then goes unrecognised). Re-entrant: a local run builds
+# fixtures while it holds the lock.
+GLOBAL_RANDOM_STATE = threading.RLock()
 
 
 def tiny_gpt(seed: int = 0, vocab_size: int = 32, block_size: int = 16, n_layer: int = 1,
@@ -44,7 +55,7 @@ def tiny_gpt(seed: int = 0, vocab_size: int = 32, block_size: int = 16, n_layer:
     validation pass leaves it). Torch's global generator is left as it was."""
     config = GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer,
                        n_head=n_head, n_embd=n_embd, dropout=dropout)
-    with torch.random.fork_rng(devices=[]):
+    with GLOBAL_RANDOM_STATE, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = GPT(config)
     return model.train(train)
@@ -185,7 +196,7 @@ def tiny_reward_model(seed: int = 0, head_std: float = 0.5, **gpt) -> TinyReward
     from ..model import ScalarHeadGPT
 
     trunk = tiny_gpt(seed, **gpt)
-    with torch.random.fork_rng(devices=[]):
+    with GLOBAL_RANDOM_STATE, torch.random.fork_rng(devices=[]):
         net = ScalarHeadGPT.from_gpt(trunk)  # (builds a fresh GPT first: random draws)
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():

@@ -1,0 +1,40 @@
+"""The grader checks chapters in parallel threads of one process, and the step checks' local
+runs draw dropout masks from torch's global generator: a fixture built meanwhile by another
+thread must not disturb them (fixtures.GLOBAL_RANDOM_STATE)."""
+
+import threading
+
+import torch
+
+from minialign.course import fixtures
+from minialign.course.checks_steps import Kept, local_call
+from minialign.course.wire import Build
+
+FIXTURES = "minialign.course.fixtures"
+
+
+def _dropout_scores(model, x):
+    # (B, T) token ids -> (B, T, V) logits of a model in training mode: dropout draws masks
+    return torch.stack([model(x)[0] for _ in range(20)])
+
+
+def test_local_runs_draw_the_same_masks_while_other_threads_build_fixtures():
+    setup = {"model": Build(f"{FIXTURES}:tiny_gpt", 3, dropout=0.5, train=True)}
+    x = torch.randint(0, 32, (2, 16), generator=torch.Generator().manual_seed(0))
+    alone = local_call(_dropout_scores, setup, (Kept("model"), x), seed=7)
+    stop = threading.Event()
+
+    def build_fixtures():  # what another chapter's check does on the trusted side
+        while not stop.is_set():
+            fixtures.tiny_gpt(10)
+
+    others = [threading.Thread(target=build_fixtures) for _ in range(2)]
+    for thread in others:
+        thread.start()
+    try:
+        runs = [local_call(_dropout_scores, setup, (Kept("model"), x), seed=7) for _ in range(10)]
+    finally:
+        stop.set()
+        for thread in others:
+            thread.join()
+    assert all(torch.equal(run, alone) for run in runs)
