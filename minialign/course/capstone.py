@@ -43,6 +43,7 @@ import torch
 
 from .. import world as world_lib
 from ..model import GPT, GPTConfig
+from .fixtures import GLOBAL_RANDOM_STATE
 
 START_SEED = 0  # the starting policy's seed: the same policy for every student
 EVAL_SEED = 1234  # the sampling seed of the gold evaluation (the same for both policies)
@@ -134,7 +135,9 @@ def _train_start(recipe: StartRecipe):
     config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=recipe.block_size,
                        n_layer=recipe.n_layer, n_head=recipe.n_head, n_embd=recipe.n_embd)
     rng = random.Random(recipe.seed)
-    with torch.random.fork_rng(devices=[]):
+    # torch's global generator is shared with the checks of other chapters graded in parallel
+    # threads: hold its lock (fixtures.GLOBAL_RANDOM_STATE) while this run seeds and draws
+    with GLOBAL_RANDOM_STATE, torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         model = GPT(config)
         optimizer = make_optimizer(model, recipe.lr, 0.1)
