@@ -70,9 +70,11 @@ def train(cfg: PretrainLengthConfig, out_dir: str | Path, device: str = "cpu",
                 continue  # the run folder's own point
             log(f"[pretrain_length] {n} steps: pretrain, then sft")
             sub = stage_dir / f"steps{n}"
+            same = {k: v for k, v in base.items() if k not in ("seed", "precision")}  # (passed
+            #                                                                  on their own)
             pipeline.update(["sft"], sub, fast=cfg.fast_stages, seed=cfg.seed, device=device,
                             log=lambda *a, **k: None, precision=base["precision"],
-                            overrides={"pretrain": {"max_steps": n}})
+                            overrides={"pretrain": {**same, "max_steps": n}})
             rows.append(length_row(sub))
     rows.sort(key=lambda r: r["steps"])
     metrics = {"rows": rows, "default_steps": base["max_steps"], "config": asdict(cfg),
