@@ -16,7 +16,8 @@ and RLAIF, each extra run a stage of its own in the run folder (skipped when pre
                      only in their randomness land apart, the yardstick for every other gap
   grpo_sweep         chapter 8: GRPO against Dr. GRPO and RLOO, its three loss aggregations
                      with the response length over training (Dr. GRPO's length bias), and
-                     three reward sources (reward model, verifier, gold) per task family
+                     three reward sources (reward model, verifier, gold) per task family; GRPO
+                     and the verifier's run over seeds
 
 Every extra run copies the configuration of the run folder's own stage (ppo, dpo, reward,
 preferences) and changes one knob, so a fast run folder gets fast variants and a default one
@@ -708,8 +709,11 @@ def grpo_row(m: dict) -> dict:
 
 def grpo_sweep(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> dict:
     """Train the GRPO variants that are missing (cfg.grpo_variants), then compare them with the
-    grpo stage. Writes DIR/compare/grpo.json ({"runs": {stage: grpo_row}, "reward_sources":
-    see reward_sources}), grpo.md (the tables), grpo_length.png (response length over training,
+    grpo stage. With cfg.noise_seeds, also the grpo stage and the verifier's run with those
+    seeds (grpo_seed{s}, grpo_verifier_seed{s}): GRPO's own spread, and the verifier's task
+    success on the verifiable families against PPO's seeds (seed_noise's ppo_seed{s}).
+    Writes DIR/compare/grpo.json ({"runs": {stage: grpo_row}, "seeds", "verifier_seeds" (see
+    verifiable_over_seeds), "reward_sources": see reward_sources}), grpo.md (the tables), grpo_length.png (response length over training,
     reward-model runs) and, when a verifier or gold run is among them, reward_sources.png (task
     success per family) and reward_sources_training.png (proxy and gold over training).
     Returns the dict."""
@@ -727,6 +731,16 @@ def grpo_sweep(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> d
                       for s in cfg.noise_seeds})
         rows = noise_rows(seeds)
         result["seeds"] = {"runs": rows, "spread": seed_spread(rows)}
+        if "grpo_verifier" in runs:  # the verifier with the same seeds, against PPO's seeds
+            verifier = {"grpo_verifier": runs["grpo_verifier"]}
+            verifier.update({f"grpo_verifier_seed{int(s)}": grpo_variant(
+                out_dir, f"grpo_verifier_seed{int(s)}", cfg, device, log,
+                {**GRPO_VARIANTS["grpo_verifier"], "seed": int(s)}) for s in cfg.noise_seeds})
+            ppo_runs = {s: read_json(out_dir / s / "metrics.json") for s in
+                        ["ppo", *(f"ppo_seed{int(s)}" for s in cfg.noise_seeds)]
+                        if (out_dir / s / "metrics.json").exists()}
+            if len(ppo_runs) > 1:
+                result["verifier_seeds"] = verifiable_over_seeds(verifier, ppo_runs)
     by_rm = {s: m for s, m in runs.items() if m["reward_source"] == "reward_model"}
     plots.grpo_response_length({s: {"history": m["history"], "curve": m["curve"]}
                                 for s, m in by_rm.items()},
@@ -797,6 +811,34 @@ def reward_sources(out_dir, device: str = "cpu", log=print) -> dict:
     return result
 
 
+def verifiable_success(m: dict) -> float:
+    """Task success of one run on the families a verifier can judge (world.VERIFIABLE), pooled
+    over their held-out prompts, from the run's own final evaluation (metrics["per_family"])."""
+    from . import world
+
+    fams = [m["per_family"][f] for f in world.VERIFIABLE]
+    return sum(f["success"] * f["n"] for f in fams) / sum(f["n"] for f in fams)
+
+
+def verifiable_over_seeds(a_runs: dict, b_runs: dict) -> dict:
+    """Two methods, each trained with several seeds ({stage: metrics}): each run's task success
+    on the verifiable families, each method's mean and spread over its seeds, and the
+    difference of the means a - b with its standard error (sqrt(var_a / n_a + var_b / n_b),
+    the seeds being independent runs). Returns {"a": {stage: success}, "b": {...}, "a_mean",
+    "a_std", "b_mean", "b_std", "diff", "diff_se"}."""
+    out = {}
+    for side, runs in (("a", a_runs), ("b", b_runs)):
+        if len(runs) < 2:
+            raise ValueError(f"verifiable_over_seeds needs two runs or more per method, got "
+                             f"{len(runs)}")
+        out[side] = {stage: verifiable_success(m) for stage, m in runs.items()}
+        out[f"{side}_mean"] = statistics.fmean(out[side].values())
+        out[f"{side}_std"] = statistics.stdev(out[side].values())
+    out["diff"] = out["a_mean"] - out["b_mean"]
+    out["diff_se"] = math.sqrt(out["a_std"] ** 2 / len(a_runs) + out["b_std"] ** 2 / len(b_runs))
+    return out
+
+
 def _paired(a: dict, b: dict) -> dict:
     """Mean difference a - b in task success and in gold over the prompts of `b`, each prompt's
     answers averaged first ({prompt: [(success, gold), ...]}), with standard errors over
@@ -860,6 +902,12 @@ def grpo_markdown(result: dict) -> str:
                   f"vs SFT {w['min']:.1%} to {w['max']:.1%}, mean {w['mean']:.1%} (std "
                   f"{w['std']:.1%}); gold {g['min']:+.3f} to {g['max']:+.3f}, mean "
                   f"{g['mean']:+.3f} (std {g['std']:.3f})."]
+    if "verifier_seeds" in result:
+        v = result["verifier_seeds"]
+        lines += ["", f"Task success on the verifiable families over seeds: GRPO with the verifier "
+                  f"{v['a_mean']:.1%} (std {v['a_std']:.1%}, {len(v['a'])} seeds), PPO with the "
+                  f"reward model {v['b_mean']:.1%} (std {v['b_std']:.1%}, {len(v['b'])} seeds): "
+                  f"a difference of {v['diff']:+.1%} ± {v['diff_se']:.1%}."]
     if "reward_sources" in result:
         lines += ["", reward_sources_table(result["reward_sources"])]
     return "\n".join(lines) + "\n"

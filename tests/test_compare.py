@@ -351,15 +351,47 @@ def test_compare_sweep_writes_its_stages_files_and_keys(run_dir):
     wins = [r["win_rate"] for r in g["seeds"]["runs"].values()]
     assert g["seeds"]["spread"]["win_rate"]["mean"] == pytest.approx(sum(wins) / 2)
     assert g["seeds"]["runs"]["grpo_seed1"]["win_rate"] == grpo_seeded["win_rate_vs_sft"]
+    # the verifier with the same seeds, against PPO's seeds, on the verifiable families
+    verifier_seeded = json.loads((run_dir / "grpo_verifier_seed1" / "metrics.json").read_text())
+    assert verifier_seeded["config"]["seed"] == 1
+    assert verifier_seeded["config"]["reward_source"] == "verifier"
+    vs = g["verifier_seeds"]
+    assert set(vs["a"]) == {"grpo_verifier", "grpo_verifier_seed1"}
+    assert set(vs["b"]) == {"ppo", "ppo_seed1"}
+    assert vs["a"]["grpo_verifier_seed1"] == pytest.approx(
+        experiments.verifiable_success(verifier_seeded))
     md = (run_dir / "compare" / "grpo.md").read_text()
     assert "grpo_agg_token-mean" in md and "humor (no verifier)" in md
-    assert "over 2 seeds" in md
+    assert "over 2 seeds" in md and "Task success on the verifiable families over seeds" in md
     for name in ("grpo_length.png", "reward_sources.png", "reward_sources_training.png"):
         assert (run_dir / "compare" / name).exists(), name
 
     # a second call finds every stage and the over-optimisation result: nothing retrained
     seconds = {s: json.loads((run_dir / s / "metrics.json").read_text())["seconds"]
-               for s in ("ppo_kl0.02", "reward_ai", "grpo_verifier")}
+               for s in ("ppo_kl0.02", "reward_ai", "grpo_verifier", "grpo_verifier_seed1")}
     compare.train(cfg, run_dir, log=quiet)
     assert seconds == {s: json.loads((run_dir / s / "metrics.json").read_text())["seconds"]
                        for s in seconds}
+
+
+def test_verifiable_over_seeds_pools_the_verifiable_families_and_compares_the_means():
+    def run(successes):  # per_family as a stage's metrics hold it; humor: no verifier
+        fams = {f: {"success": x, "n": n} for f, (x, n) in successes.items()}
+        return {"per_family": fams}
+
+    verifiable = {f: (0.5, 10) for f in world.VERIFIABLE}
+    a1 = run({**verifiable, "arithmetic": (1.0, 30), "humor": (0.0, 100)})
+    a2 = run({**verifiable, "humor": (1.0, 100)})
+    b1 = run({**verifiable, "arithmetic": (0.0, 30), "humor": (1.0, 100)})
+    b2 = run(verifiable)
+    n = 10 * (len(world.VERIFIABLE) - 1) + 30
+    assert experiments.verifiable_success(a1) == pytest.approx((5 * (n - 30) / 10 + 30) / n)
+    assert experiments.verifiable_success(a2) == pytest.approx(0.5)  # humor never counts
+    out = experiments.verifiable_over_seeds({"a1": a1, "a2": a2}, {"b1": b1, "b2": b2})
+    sa, sb = [out["a"]["a1"], out["a"]["a2"]], [out["b"]["b1"], out["b"]["b2"]]
+    assert out["a_mean"] == pytest.approx(sum(sa) / 2) and out["b_mean"] == pytest.approx(sum(sb) / 2)
+    assert out["diff"] == pytest.approx(out["a_mean"] - out["b_mean"])
+    var = lambda xs: sum((x - sum(xs) / 2) ** 2 for x in xs)  # noqa: E731 (n - 1 = 1)
+    assert out["diff_se"] == pytest.approx(((var(sa) + var(sb)) / 2) ** 0.5)
+    with pytest.raises(ValueError, match="two runs or more"):
+        experiments.verifiable_over_seeds({"a1": a1}, {"b1": b1, "b2": b2})
