@@ -81,7 +81,11 @@ def main(argv=None) -> int:
     parser.add_argument("--log", default=None, choices=["tensorboard"],
                         help="also write every stage's scalars for TensorBoard, under TRL's "
                              "names, to DIR/tensorboard (needs `pip install tensorboard`)")
+    parser.add_argument("--compile", action="store_true",
+                        help="bench: also time the fp32 training step under torch.compile")
     args = parser.parse_args(argv)
+    if args.compile and args.stage != "bench":
+        parser.error("--compile goes with the bench stage")
     if args.log == "tensorboard":
         from . import tracking
 
@@ -117,7 +121,8 @@ def _run(args, out: Path) -> int:
     if args.stage == "bench":
         from . import bench
 
-        bench.main(out, fast=args.fast, device=args.device, size=args.size)
+        bench.main(out, fast=args.fast, device=args.device, size=args.size,
+                   torch_compile=args.compile, precision=args.precision or "auto")
         return 0
 
     from . import compare

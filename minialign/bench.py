@@ -1,6 +1,6 @@
 """Benchmarks on the machine at hand: how fast training and generation are, and why.
 
-    python -m minialign bench [--out runs/default] [--fast]
+    python -m minialign bench [--out runs/default] [--fast] [--compile] [--precision fp32]
     python -m minialign bench --device cuda --size gpt2     a GPU, at GPT-2 small's shape
 
   matmul peak   the best fp32 GFLOP/s of a large square matmul (the machine's practical peak)
@@ -10,13 +10,17 @@
                 N = non-embedding parameters plus the output layer)
   bf16          where bf16 is native (a CPU with AMX, most GPUs): the bf16 matmul peak and
                 the training speed under bf16 autocast, the precision pretraining
-                then uses (utils.use_bf16)
+                then uses (utils.use_bf16); --precision fp32 skips it, as pretraining
   GPU           on CUDA the bf16 MFU is also given against the GPU's datasheet bf16 peak
                 (dense tensor-core FLOP/s) where the GPU is in `BF16_PEAK_TFLOPS`
   step profile  where one fp32 training step's time goes, by kind of operation (torch.profiler,
                 self time): the matmuls and attention, which do the FLOPs MFU counts, against
                 the elementwise work, the norms, the softmax and loss, and AdamW, which do
                 almost none; the matmuls' share bounds the MFU from above
+  compiled      with --compile: the same fp32 training step with the model under
+                torch.compile (inductor), its first step's time (the compilation) and its
+                tokens/s against eager's, measured in a child process, since a compiler
+                crash on some CPUs ends the process rather than raising
   generation    tokens/s for 128 new tokens at batch 1 and batch 64, with and without the KV
                 cache, and the speed-up
   stages        wall time and peak memory of each stage, from DIR/summary.json when a full
@@ -29,6 +33,9 @@ after warm-up, best of a few repeats (the minimum is the least disturbed by othe
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -97,18 +104,21 @@ def flops_per_token(cfg: GPTConfig, seq_len: int) -> float:
     return 6 * n + 12 * cfg.n_layer * seq_len * cfg.n_embd
 
 
-def _training_step(cfg: GPTConfig, batch_size: int, device, bf16: bool = False):
+def _training_step(cfg: GPTConfig, batch_size: int, device, bf16: bool = False,
+                   compiled: bool = False):
     """A function doing one full training step (forward, backward, clip, AdamW) of a fresh
-    model on random tokens (speed does not depend on the data), after three warm-up steps."""
+    model on random tokens (speed does not depend on the data), after three warm-up steps.
+    compiled: the model's forward (and so its backward) under torch.compile."""
     torch.manual_seed(0)
     model = GPT(cfg).to(device)
     opt = make_optimizer(model, 1e-4, 0.1)
+    forward = torch.compile(model) if compiled else model
     x = torch.randint(0, cfg.vocab_size, (batch_size, cfg.block_size), device=device)
     y = torch.randint(0, cfg.vocab_size, (batch_size, cfg.block_size), device=device)
 
     def step():
         with autocast(device, bf16):
-            _, loss = model(x, y)
+            _, loss = forward(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -120,10 +130,10 @@ def _training_step(cfg: GPTConfig, batch_size: int, device, bf16: bool = False):
 
 
 def training_speed(cfg: GPTConfig, batch_size: int, device, steps: int = 10, repeats: int = 3,
-                   bf16: bool = False):
+                   bf16: bool = False, compiled: bool = False):
     """Tokens/s of full training steps; bf16=True runs the forward pass under bf16 autocast, as
-    pretraining does where it is native."""
-    step = _training_step(cfg, batch_size, device, bf16)
+    pretraining does where it is native; compiled=True under torch.compile."""
+    step = _training_step(cfg, batch_size, device, bf16, compiled)
 
     def run():
         for _ in range(steps):
@@ -133,6 +143,42 @@ def training_speed(cfg: GPTConfig, batch_size: int, device, steps: int = 10, rep
 
     seconds = _best_time(run, repeats) / steps
     return batch_size * cfg.block_size / seconds
+
+
+def compiled_training_speed(cfg: GPTConfig, batch_size: int, device,
+                            timeout_s: float = 900) -> dict:
+    """The fp32 training step under torch.compile, in a child process: {"first_step_seconds"
+    (compilation included), "train_tokens_per_second"}, or {"error": what went wrong} when the
+    compiler is missing, fails, or crashes the process (as it did with this project's CPU's
+    native kernels: glibc aborted), or runs past timeout_s."""
+    job = json.dumps({"config": cfg.__dict__, "batch_size": batch_size, "device": str(device)})
+    code = "import sys; from minialign.bench import _compiled_child; _compiled_child(sys.argv[1])"
+    root = str(Path(__file__).resolve().parent.parent)  # so that the child imports this copy
+    try:
+        done = subprocess.run([sys.executable, "-c", code, job], capture_output=True, text=True,
+                              timeout=timeout_s, cwd=root)
+    except subprocess.TimeoutExpired:
+        return {"error": f"no result within {timeout_s:.0f} s"}
+    last = done.stdout.strip().splitlines()[-1:] if done.stdout else []
+    if done.returncode == 0 and last:
+        return json.loads(last[0])
+    tail = [line for line in done.stderr.strip().splitlines() if line.strip()][-1:]
+    return {"error": f"the child process exited with {done.returncode}"
+                     + (f": {tail[0][:200]}" if tail else "")}
+
+
+def _compiled_child(job: str) -> None:
+    """compiled_training_speed's child: time the first compiled step, then the speed."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    job = json.loads(job)
+    cfg, device = GPTConfig(**job["config"]), torch.device(job["device"])
+    start = time.perf_counter()
+    _training_step(cfg, job["batch_size"], device, compiled=True)  # compiles, 3 warm-up steps
+    first = time.perf_counter() - start
+    tps = training_speed(cfg, job["batch_size"], device, compiled=True)
+    print(json.dumps({"first_step_seconds": first, "train_tokens_per_second": tps}))
 
 
 OP_KINDS = ("matmul", "attention", "softmax and loss", "norms", "optimizer", "other elementwise")
@@ -186,7 +232,8 @@ def generation_speed(cfg: GPTConfig, batch_size: int, new_tokens: int, use_cache
     return batch_size * new_tokens / _best_time(run, repeats)
 
 
-def main(out_dir, fast: bool = False, device: str = "cpu", size: str = "default") -> dict:
+def main(out_dir, fast: bool = False, device: str = "cpu", size: str = "default",
+         torch_compile: bool = False, precision: str = "auto") -> dict:
     dev = pick_device(device)
     pc = PretrainConfig.fast(**SIZES[size]) if fast else PretrainConfig(**SIZES[size])
     cfg = pc.model_config(pc.vocab_size)
@@ -198,8 +245,13 @@ def main(out_dir, fast: bool = False, device: str = "cpu", size: str = "default"
     tps = training_speed(cfg, batch, dev)
     achieved = tps * flops_per_token(cfg, cfg.block_size) / 1e9
     profile = step_profile(cfg, batch, dev) if dev.type == "cpu" else None
+    compiled = None
+    if torch_compile:
+        compiled = compiled_training_speed(cfg, batch, dev)
+        if "train_tokens_per_second" in compiled:
+            compiled["speedup_over_eager"] = compiled["train_tokens_per_second"] / tps
     bf16 = None
-    if use_bf16(dev, "auto"):  # the precision pretraining picks here
+    if use_bf16(dev, precision):  # the precision pretraining picks here (fp32: bf16 skipped)
         bf16_peak = best_matmul_peak(dev, torch.bfloat16)
         bf16_tps = training_speed(cfg, batch, dev, bf16=True)
         bf16_achieved = bf16_tps * flops_per_token(cfg, cfg.block_size) / 1e9
@@ -217,7 +269,7 @@ def main(out_dir, fast: bool = False, device: str = "cpu", size: str = "default"
                              "no_cache_tokens_per_second": without,
                              "speedup": with_cache / without}
     result = {
-        "device": str(dev), "threads": threads, "size": size,
+        "device": str(dev), "threads": threads, "size": size, "precision": precision,
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "model": {"n_layer": cfg.n_layer, "n_embd": cfg.n_embd, "n_head": cfg.n_head,
                   "vocab_size": cfg.vocab_size, "block_size": cfg.block_size,
@@ -228,6 +280,7 @@ def main(out_dir, fast: bool = False, device: str = "cpu", size: str = "default"
         "mfu": achieved / peak,
         "flops_per_token": flops_per_token(cfg, cfg.block_size),
         "step_profile": profile,  # fraction of an fp32 step's op time per kind (CPU only)
+        "compiled": compiled,  # --compile: the fp32 step under torch.compile (or its error)
         "bf16": bf16,  # None where bf16 is not native (pretraining then runs in fp32)
         "generation_128_tokens": gen,
     }
@@ -249,6 +302,13 @@ def main(out_dir, fast: bool = False, device: str = "cpu", size: str = "default"
         flop_share = profile["matmul"] + profile["attention"]
         print(f"  the matmuls and attention, which do the FLOPs, take {flop_share:.0%} of it: "
               f"MFU could reach at most that even at the matmul peak")
+    if compiled is not None:
+        if "error" in compiled:
+            print(f"training, torch.compile     failed: {compiled['error']}")
+        else:
+            print(f"training, torch.compile     {compiled['train_tokens_per_second']:8.0f} tokens/s  "
+                  f"{compiled['speedup_over_eager']:.2f}x eager; first step (compiling) "
+                  f"{compiled['first_step_seconds']:.1f} s")
     if bf16:
         print(f"bf16 matmul peak            {bf16['matmul_peak_gflops']:8.1f} GFLOP/s")
         print(f"training, bf16 autocast     {bf16['train_tokens_per_second']:8.0f} tokens/s  "
@@ -258,7 +318,8 @@ def main(out_dir, fast: bool = False, device: str = "cpu", size: str = "default"
             print(f"MFU against the datasheet bf16 peak ({bf16['datasheet_peak_gflops'] / 1000:.0f} "
                   f"TFLOP/s)  {bf16['mfu_vs_datasheet']:.1%}")
     else:
-        print("bf16: not native on this device; pretraining runs in fp32")
+        print("bf16: not native on this device; pretraining runs in fp32" if precision == "auto"
+              else "bf16: skipped (--precision fp32); pretraining runs in fp32")
     for b, r in gen.items():
         print(f"generation, {b.replace('_', ' '):9s}     {r['cache_tokens_per_second']:8.0f} "
               f"tokens/s with KV cache, {r['no_cache_tokens_per_second']:8.0f} without: "

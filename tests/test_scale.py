@@ -163,3 +163,27 @@ def test_step_profile_splits_a_tiny_step_into_fractions():
     assert set(profile) == set(bench.OP_KINDS)
     assert abs(sum(profile.values()) - 1) < 1e-9 and profile["matmul"] > 0
     assert profile["optimizer"] > 0  # AdamW ran inside the profiled steps
+
+
+# ----------------------------------------------------------------------------------------------
+# bench --compile: torch.compile is timed in a child process, whose failures are reported
+
+
+def test_compiled_speed_reports_a_failing_child_instead_of_raising():
+    from types import SimpleNamespace
+
+    bad = SimpleNamespace(vocab_size=16, block_size=8, n_layer=0, n_head=1, n_embd=8)
+    out = bench.compiled_training_speed(bad, 2, torch.device("cpu"))
+    assert set(out) == {"error"} and "exited with 1" in out["error"]
+    assert "n_layer" in out["error"]  # the child's last line of stderr: what went wrong
+    cfg = PretrainConfig.fast().model_config(64)
+    slow = bench.compiled_training_speed(cfg, 2, torch.device("cpu"), timeout_s=0.01)
+    assert slow == {"error": "no result within 0 s"}
+
+
+def test_compile_flag_goes_with_bench_only():
+    from minialign.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["sft", "--compile", "--fast", "--out", "/nonexistent"])
+    assert e.value.code == 2
