@@ -306,8 +306,8 @@ def main(out_dir, fast: bool = False, device: str = "cpu", size: str = "default"
         if "error" in compiled:
             print(f"training, torch.compile     failed: {compiled['error']}")
         else:
-            print(f"training, torch.compile     {compiled['train_tokens_per_second']:8.0f} tokens/s  "
-                  f"{compiled['speedup_over_eager']:.2f}x eager; first step (compiling) "
+            print(f"training, torch.compile     {compiled['train_tokens_per_second']:8.0f} "
+                  f"tokens/s  {compiled['speedup_over_eager']:.2f}x eager; first step (compiling) "
                   f"{compiled['first_step_seconds']:.1f} s")
     if bf16:
         print(f"bf16 matmul peak            {bf16['matmul_peak_gflops']:8.1f} GFLOP/s")
@@ -318,8 +318,9 @@ def main(out_dir, fast: bool = False, device: str = "cpu", size: str = "default"
             print(f"MFU against the datasheet bf16 peak ({bf16['datasheet_peak_gflops'] / 1000:.0f} "
                   f"TFLOP/s)  {bf16['mfu_vs_datasheet']:.1%}")
     else:
-        print("bf16: not native on this device; pretraining runs in fp32" if precision == "auto"
-              else "bf16: skipped (--precision fp32); pretraining runs in fp32")
+        print("bf16: not native on this device; pretraining runs in fp32"
+              if precision == "auto" else "bf16: skipped (--precision fp32); pretraining runs "
+                                          "in fp32")
     for b, r in gen.items():
         print(f"generation, {b.replace('_', ' '):9s}     {r['cache_tokens_per_second']:8.0f} "
               f"tokens/s with KV cache, {r['no_cache_tokens_per_second']:8.0f} without: "

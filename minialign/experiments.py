@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import uuid
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -81,19 +82,51 @@ def base_config(out_dir: Path, stage: str, cls, **changes):
     return cls(**{**saved, **changes})
 
 
-def _ensure_stage(out_dir: Path, stage: str, train_fn, log, config=None) -> dict:
+def _ensure_stage(out_dir: Path, stage: str, train_fn, log, config=None, inputs=()) -> dict:
     """The metrics of `stage`, from its folder if it has run (pipeline.is_done) with `config`
-    (the dataclass train_fn trains it with; None: any), else trained."""
+    (the dataclass train_fn trains it with; None: any) from the current runs of `inputs` (the
+    stages it reads), else trained. Once trained, DIR/STAGE/stage.json records the run ids of
+    its inputs, and its own, as the pipeline's stages do."""
     from . import pipeline
 
+    out_dir = Path(out_dir)
     changed = _config_changes(out_dir / stage / "metrics.json", config)
-    if pipeline.is_done(out_dir, stage) and not changed:
+    retrained = _retrained_inputs(out_dir, stage, inputs) if pipeline.is_done(out_dir, stage) \
+        else []
+    if pipeline.is_done(out_dir, stage) and not changed and not retrained:
         log(f"[compare] {stage}: found in {display_path(out_dir)}")
-    else:
-        why = f" (its config changed: {', '.join(changed)})" if changed else ""
-        log(f"[compare] {stage}: training{why}")
-        train_fn()
+        return read_json(out_dir / stage / "metrics.json")
+    why = [f"its config changed: {', '.join(changed)}"] if changed else []
+    why += [f"retrained since: {', '.join(retrained)}"] if retrained else []
+    log(f"[compare] {stage}: training" + (f" ({'; '.join(why)})" if why else ""))
+    (out_dir / stage / "stage.json").unlink(missing_ok=True)  # not up to date until it ends
+    train_fn()
+    write_json({"inputs": {dep: pipeline.stage_record(out_dir, dep).get("run_id")
+                           for dep in inputs}, "run_id": uuid.uuid4().hex},
+               out_dir / stage / "stage.json")
     return read_json(out_dir / stage / "metrics.json")
+
+
+def _retrained_inputs(out_dir: Path, stage: str, inputs) -> list[str]:
+    """The stages among `inputs` retrained since `stage` was trained from them: their run ids
+    differ from those its stage.json recorded. A run trained before that record existed is
+    judged by modification times instead (an input finished after the run's metrics were
+    written)."""
+    from . import pipeline
+
+    recorded = pipeline.stage_record(out_dir, stage).get("inputs")
+    if recorded is not None:
+        return [dep for dep in inputs
+                if recorded.get(dep) != pipeline.stage_record(out_dir, dep).get("run_id")]
+    trained = (out_dir / stage / "metrics.json").stat().st_mtime
+
+    def finished(dep):  # when the input last finished training (0: never)
+        for name in ("stage.json", "metrics.json"):
+            if (out_dir / dep / name).exists():
+                return (out_dir / dep / name).stat().st_mtime
+        return 0.0
+
+    return [dep for dep in inputs if finished(dep) > trained]
 
 
 def _config_changes(metrics_path: Path, config) -> list[str]:
@@ -118,7 +151,7 @@ def ppo_variant(out_dir, kl_coef: float, cfg: CompareConfig, device="cpu",
         changes["eval_interval"] = cfg.ppo_eval_interval
     ppo_cfg = base_config(out_dir, "ppo", ppo.PPOConfig, **changes)
     return stage, _ensure_stage(out_dir, stage, lambda: ppo.train(
-        ppo_cfg, out_dir, device, log, stage=stage), log, ppo_cfg)
+        ppo_cfg, out_dir, device, log, stage=stage), log, ppo_cfg, ["reward"])
 
 
 def ppo_seed_variant(out_dir, seed: int, device="cpu", log=print) -> tuple[str, dict]:
@@ -128,7 +161,7 @@ def ppo_seed_variant(out_dir, seed: int, device="cpu", log=print) -> tuple[str, 
     out_dir, stage = Path(out_dir), f"ppo_seed{int(seed)}"
     ppo_cfg = base_config(out_dir, "ppo", ppo.PPOConfig, seed=int(seed))
     return stage, _ensure_stage(out_dir, stage, lambda: ppo.train(
-        ppo_cfg, out_dir, device, log, stage=stage), log, ppo_cfg)
+        ppo_cfg, out_dir, device, log, stage=stage), log, ppo_cfg, ["reward"])
 
 
 def dpo_variant(out_dir, beta: float, device="cpu", log=print) -> tuple[str, dict]:
@@ -141,7 +174,7 @@ def dpo_variant(out_dir, beta: float, device="cpu", log=print) -> tuple[str, dic
         return "dpo", read_json(out_dir / "dpo" / "metrics.json")
     stage = f"dpo_beta{float(beta)}"  # the name notebook 06's beta sweep uses too
     return stage, _ensure_stage(out_dir, stage, lambda: dpo.train(
-        dpo_cfg, out_dir, device, log, stage=stage), log, dpo_cfg)
+        dpo_cfg, out_dir, device, log, stage=stage), log, dpo_cfg, [dpo_cfg.preferences])
 
 
 def dpo_temperature_variant(out_dir, temperature: float, device="cpu",
@@ -154,7 +187,7 @@ def dpo_temperature_variant(out_dir, temperature: float, device="cpu",
     dpo_cfg = base_config(out_dir, "dpo", dpo.DPOConfig,
                           logprob_temperature=float(temperature))
     return stage, _ensure_stage(out_dir, stage, lambda: dpo.train(
-        dpo_cfg, out_dir, device, log, stage=stage), log, dpo_cfg)
+        dpo_cfg, out_dir, device, log, stage=stage), log, dpo_cfg, [dpo_cfg.preferences])
 
 
 def preferences_variant(out_dir, stage: str, device="cpu", log=print, **changes) -> dict:
@@ -164,7 +197,7 @@ def preferences_variant(out_dir, stage: str, device="cpu", log=print, **changes)
     out_dir = Path(out_dir)
     cfg = base_config(out_dir, "preferences", preferences.PreferencesConfig, **changes)
     return _ensure_stage(out_dir, stage, lambda: preferences.train(cfg, out_dir, device, log,
-                                                                   stage=stage), log, cfg)
+                                                                   stage=stage), log, cfg, ["sft"])
 
 
 def reward_variant(out_dir, stage: str, device="cpu", log=print, **changes) -> dict:
@@ -175,7 +208,8 @@ def reward_variant(out_dir, stage: str, device="cpu", log=print, **changes) -> d
     out_dir = Path(out_dir)
     rm_cfg = base_config(out_dir, "reward", reward.RewardConfig, **changes)
     return _ensure_stage(out_dir, stage, lambda: reward.train(rm_cfg, out_dir, device, log,
-                                                              stage=stage), log, rm_cfg)
+                                                              stage=stage), log, rm_cfg,
+                         [rm_cfg.preferences])
 
 
 # ==============================================================================================
@@ -610,9 +644,10 @@ def rlaif(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> dict:
         dpo_cfg = base_config(out_dir, "dpo", dpo.DPOConfig, preferences="preferences_ai")
         ppo_cfg = base_config(out_dir, "ppo", ppo.PPOConfig)
         dpo_ai = _ensure_stage(out_dir, "dpo_ai", lambda: dpo.train(
-            dpo_cfg, out_dir, device, log, stage="dpo_ai"), log, dpo_cfg)
+            dpo_cfg, out_dir, device, log, stage="dpo_ai"), log, dpo_cfg, ["preferences_ai"])
         ppo_ai = _ensure_stage(out_dir, "ppo_ai", lambda: ppo.train(
-            ppo_cfg, out_dir, device, log, stage="ppo_ai", reward_stage="reward_ai"), log, ppo_cfg)
+            ppo_cfg, out_dir, device, log, stage="ppo_ai", reward_stage="reward_ai"), log,
+            ppo_cfg, ["reward_ai"])
         sft = read_json(out_dir / "sft" / "metrics.json")
         human = {s: read_json(out_dir / s / "metrics.json") for s in ("reward", "dpo", "ppo")}
         labelers = {}
@@ -679,7 +714,7 @@ def grpo_variant(out_dir, stage: str, cfg: CompareConfig, device="cpu", log=prin
         changes["eval_interval"] = cfg.grpo_eval_interval
     grpo_cfg = base_config(out_dir, "grpo", grpo.GRPOConfig, **changes)
     return _ensure_stage(out_dir, stage, lambda: grpo.train(grpo_cfg, out_dir, device, log,
-                                                            stage=stage), log, grpo_cfg)
+                                                            stage=stage), log, grpo_cfg, ["reward"])
 
 
 def _mean_of(rows: list[dict], key: str):
@@ -713,9 +748,10 @@ def grpo_sweep(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> d
     seeds (grpo_seed{s}, grpo_verifier_seed{s}): GRPO's own spread, and the verifier's task
     success on the verifiable families against PPO's seeds (seed_noise's ppo_seed{s}).
     Writes DIR/compare/grpo.json ({"runs": {stage: grpo_row}, "seeds", "verifier_seeds" (see
-    verifiable_over_seeds), "reward_sources": see reward_sources}), grpo.md (the tables), grpo_length.png (response length over training,
-    reward-model runs) and, when a verifier or gold run is among them, reward_sources.png (task
-    success per family) and reward_sources_training.png (proxy and gold over training).
+    verifiable_over_seeds), "reward_sources": see reward_sources}), grpo.md (the tables),
+    grpo_length.png (response length over training, reward-model runs) and, when a verifier or
+    gold run is among them, reward_sources.png (task success per family) and
+    reward_sources_training.png (proxy and gold over training).
     Returns the dict."""
     from . import plots
 

@@ -147,12 +147,13 @@ def stage_inputs(out_dir: Path, stage: str, cfg) -> dict:
     """What a stage's results depend on: its config, the runs of the stages it reads, and
     (under `--impl`) a digest of the learner's chapter files that it runs."""
     return {"config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
-            "inputs": {dep: _record(out_dir, dep).get("run_id") for dep in STAGES[stage][2]},
+            "inputs": {dep: stage_record(out_dir, dep).get("run_id")
+                       for dep in STAGES[stage][2]},
             "code": _code_digest(stage)}
 
 
 def up_to_date(out_dir: Path, stage: str, cfg) -> bool:
-    record = _record(out_dir, stage)
+    record = stage_record(out_dir, stage)
     want = stage_inputs(out_dir, stage, cfg)
     return is_done(out_dir, stage) and bool(record) and \
         all(record.get(key) == value for key, value in want.items())
@@ -185,7 +186,8 @@ def _upstream(stage: str) -> set[str]:
     return found
 
 
-def _record(out_dir: Path, stage: str) -> dict:
+def stage_record(out_dir: Path, stage: str) -> dict:
+    """DIR/STAGE/stage.json (config, inputs, run_id), or {} when it is missing or unreadable."""
     path = Path(out_dir) / stage / "stage.json"
     try:
         return read_json(path) if path.exists() else {}

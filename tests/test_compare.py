@@ -206,6 +206,43 @@ def test_an_extra_run_trained_with_another_config_is_stale(tmp_path):
     assert experiments._config_changes(tmp_path / "missing.json", saved) == []
 
 
+def test_an_extra_run_retrains_when_a_stage_it_reads_was_retrained(tmp_path):
+    import os
+
+    def finish(stage, run_id=None):  # a stage's files as a finished run leaves them
+        (tmp_path / stage).mkdir(exist_ok=True)
+        (tmp_path / stage / "metrics.json").write_text(json.dumps({"config": {}}))
+        if run_id:
+            (tmp_path / stage / "stage.json").write_text(json.dumps({"run_id": run_id}))
+
+    trained, said = [], []
+
+    def ensure():
+        return experiments._ensure_stage(tmp_path, "ppo_kl0.1", lambda: trained.append(
+            finish("ppo_kl0.1")), said.append, None, ["reward"])
+
+    finish("reward", "first")
+    ensure()  # missing: trained, and its inputs recorded
+    record = json.loads((tmp_path / "ppo_kl0.1" / "stage.json").read_text())
+    assert len(trained) == 1 and record["inputs"] == {"reward": "first"} and record["run_id"]
+    ensure()  # nothing changed: found
+    assert len(trained) == 1 and "found" in said[-1]
+    finish("reward", "second")  # the reward model retrained (same config, new run)
+    ensure()
+    assert len(trained) == 2 and "retrained since: reward" in said[-1]
+    assert json.loads((tmp_path / "ppo_kl0.1" / "stage.json").read_text())["inputs"] == \
+        {"reward": "second"}
+    # a run from before the record existed: judged by when its input last finished
+    (tmp_path / "ppo_kl0.1" / "stage.json").unlink()
+    run_time = (tmp_path / "ppo_kl0.1" / "metrics.json").stat().st_mtime
+    os.utime(tmp_path / "reward" / "stage.json", (run_time - 60, run_time - 60))
+    ensure()
+    assert len(trained) == 2  # its input finished before it: found
+    os.utime(tmp_path / "reward" / "stage.json", (run_time + 60, run_time + 60))
+    ensure()
+    assert len(trained) == 3 and "retrained since: reward" in said[-1]
+
+
 # ==============================================================================================
 # the configuration and the command line
 
@@ -389,7 +426,8 @@ def test_verifiable_over_seeds_pools_the_verifiable_families_and_compares_the_me
     assert experiments.verifiable_success(a2) == pytest.approx(0.5)  # humor never counts
     out = experiments.verifiable_over_seeds({"a1": a1, "a2": a2}, {"b1": b1, "b2": b2})
     sa, sb = [out["a"]["a1"], out["a"]["a2"]], [out["b"]["b1"], out["b"]["b2"]]
-    assert out["a_mean"] == pytest.approx(sum(sa) / 2) and out["b_mean"] == pytest.approx(sum(sb) / 2)
+    assert out["a_mean"] == pytest.approx(sum(sa) / 2)
+    assert out["b_mean"] == pytest.approx(sum(sb) / 2)
     assert out["diff"] == pytest.approx(out["a_mean"] - out["b_mean"])
     var = lambda xs: sum((x - sum(xs) / 2) ** 2 for x in xs)  # noqa: E731 (n - 1 = 1)
     assert out["diff_se"] == pytest.approx(((var(sa) + var(sb)) / 2) ** 0.5)
