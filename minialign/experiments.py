@@ -91,9 +91,9 @@ def _ensure_stage(out_dir: Path, stage: str, train_fn, log, config=None, inputs=
 
     out_dir = Path(out_dir)
     changed = _config_changes(out_dir / stage / "metrics.json", config)
-    retrained = _retrained_inputs(out_dir, stage, inputs) if pipeline.is_done(out_dir, stage) \
-        else []
-    if pipeline.is_done(out_dir, stage) and not changed and not retrained:
+    done = pipeline.is_done(out_dir, stage)
+    retrained = _retrained_inputs(out_dir, stage, inputs) if done else []
+    if done and not changed and not retrained:
         log(f"[compare] {stage}: found in {display_path(out_dir)}")
         return read_json(out_dir / stage / "metrics.json")
     why = [f"its config changed: {', '.join(changed)}"] if changed else []
