@@ -10,10 +10,12 @@ skipped and says so; `--force STAGE` retrains it.
                                              best-of-N up to N = 256 and a reward model trained
                                              on less data (over-optimisation), PPO with four more
                                              seeds (the noise), RLAIF, GRPO's variants; each an
-                                             extra stage of DIR, skipped if present (about 40
-                                             minutes on this project's 2-core machine; seconds
-                                             with --fast)
-    python -m minialign bench                speed on this machine (tokens/s, MFU, KV cache)
+                                             extra stage of DIR, skipped if present and made
+                                             from the current upstream runs (about 40 minutes on
+                                             this project's 2-core machine; seconds with --fast)
+    python -m minialign bench                speed on this machine (tokens/s, MFU, KV cache);
+                                             --compile also times torch.compile's step,
+                                             --precision fp32 skips bf16 (as on a laptop)
     python -m minialign prm                  process vs outcome reward models on chained sums:
                                              best-of-N by PRM, ORM and majority vote, N = 1..64
                                              (its own tiny models; not part of the default run)
