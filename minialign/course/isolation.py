@@ -263,6 +263,9 @@ class Isolation:
         self.switch_uid = root and limits.drop_privileges and (self.namespaces or
                                                                python_readable)
         self.as_root = root and not self.switch_uid
+        self._fork_server = None  # started at the first worker (see fork_server)
+        self._fork_server_failed = not (getattr(limits, "fork_server", True)
+                                        and sys.platform.startswith("linux"))
 
     # ------------------------------------------------------------------------------------------
 
@@ -339,7 +342,36 @@ class Isolation:
                     return uid
         raise RuntimeError("no free uid left for a worker")
 
+    def fork_server(self):
+        """The zygote the wardens of this run are forked from (see sandbox.py), started at
+        the first call; None where it is off or could not start (then each warden and worker
+        is a new Python)."""
+        from .forkserver import ForkServer, ForkServerError
+        from .runner import sandbox_env
+
+        with self._lock:
+            if self._fork_server is None and not self._fork_server_failed:
+                try:
+                    self._fork_server = ForkServer(sandbox_env(self.root), self.root,
+                                                   self.root / "zygote.log",
+                                                   self.limits.startup_s)
+                except (OSError, ForkServerError):
+                    self._fork_server_failed = True
+            return self._fork_server
+
+    def stop_fork_server(self) -> None:
+        """Stop using the fork server (it failed): every later worker is a new Python."""
+        with self._lock:
+            server, self._fork_server = self._fork_server, None
+            self._fork_server_failed = True
+        if server is not None:
+            server.close()
+
     def close(self) -> None:
+        with self._lock:
+            server, self._fork_server = self._fork_server, None
+        if server is not None:
+            server.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -28,6 +28,7 @@ Rules, checked here with errors that name the file and line:
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,8 +142,15 @@ def find_exercises(library_dir: Path = LIBRARY_DIR) -> list[Exercise]:
     for path in library_modules(library_dir):
         source = path.read_text(encoding="utf-8")
         if "# >>> exercise" in source or "# <<< exercise" in source:
-            found.extend(exercises_in_source(source, path))
+            found.extend(_exercises_in_source_cached(source, path))
     return sorted(found, key=lambda e: (e.chapter, module_order(e.path), e.start))
+
+
+@functools.lru_cache(maxsize=256)
+def _exercises_in_source_cached(source: str, path: Path) -> tuple[Exercise, ...]:
+    """exercises_in_source, parsed once per distinct source: the grader asks for every
+    exercise several times per student, and parsing the library takes about 0.05 s."""
+    return tuple(exercises_in_source(source, path))
 
 
 def exercises_in_source(source: str, path: Path) -> list[Exercise]:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import sandbox, wire
+from .forkserver import ForkServerError
 from .isolation import Isolation
 
 
@@ -55,6 +56,7 @@ class Limits:
     cgroups: bool = True  # a pids + memory cgroup per worker where the machine allows (root)
     allow_root: bool = False  # grade a class even if student code would have to run as root
     max_skipped: int = 20  # top-level statements that crash the child skipped before giving up
+    fork_server: bool = True  # wardens forked from one process that imported torch (Linux)
 
 
 class StudentProblem(Exception):
@@ -126,6 +128,14 @@ def exit_description(code) -> str:
 # one child process
 
 
+def sandbox_env(home) -> dict:
+    """The whole environment of a warden and its worker (home: HOME and TMPDIR)."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
+            "TMPDIR": str(home), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+            "MINIALIGN_SANDBOX": "1"}
+
+
 class Worker:
     """A warden + worker pair (see sandbox.py) and the two pipes to talk to it."""
 
@@ -154,17 +164,21 @@ class Worker:
                   "parent_pid": os.getpid(), "memory_mb": self.limits.memory_mb,
                   "cpu_s": self.cpu_s, "max_processes": self.limits.max_processes,
                   "max_message_chars": self.limits.output_chars, **self.plan.config()}
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.tmp),
-               "TMPDIR": str(self.tmp), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-               "MINIALIGN_SANDBOX": "1"}
+        env = sandbox_env(self.tmp)
         script = str(self.library / "minialign" / "course" / "sandbox.py")
         out = os.open(self.output_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            self.proc = subprocess.Popen(
-                sandbox.command("warden", config, script), pass_fds=(req_r, resp_w),
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=self.tmp, env=env,
-                start_new_session=True)
+            server = self.isolation.fork_server()
+            if server is not None:  # a fork of the process that imported torch once
+                try:
+                    self.proc = server.spawn(config, env, self.tmp, (req_r, resp_w, out))
+                except (OSError, ForkServerError):  # it died (killed from outside?)
+                    self.isolation.stop_fork_server()  # from now on: a new Python each
+            if self.proc is None:
+                self.proc = subprocess.Popen(
+                    sandbox.command("warden", config, script), pass_fds=(req_r, resp_w),
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=self.tmp, env=env,
+                    start_new_session=True)
         finally:
             os.close(out)
             os.close(req_r)

@@ -42,7 +42,24 @@ parent reads and truncates. The parent holds the expected values and decides pas
 enforces the wall-clock limits and kills the warden (which kills the rest) when they run out.
 
 This module is loaded by path in the warden (so that the warden imports no package code), and
-runs as `python -I -c BOOTSTRAP <this file> warden|worker|probe <json config>`.
+runs as `python -I -c BOOTSTRAP <this file> warden|worker|probe|zygote <json config>`.
+
+Fork server (Linux). Importing torch takes a fresh Python about a second of CPU, which would be
+paid by every worker. So a grading run starts one more process, the zygote (`zygote_main`): a
+`python -I` like the others, with the same minimal environment, that imports numpy and torch,
+takes one optimizer step on a tiny model (torch imports most of itself lazily, at first use),
+and runs nothing else (no package code, no student code, no answer): then it only forks. Each
+warden is a fork of it (`_become_warden`: a new session, stdin from /dev/null, stdout and
+stderr to the worker's output file, the worker's environment and folder, every other file
+descriptor closed), and the warden forks the worker instead of starting a new Python. What
+each process does after that is what it did before: the same namespaces, cgroups, limits,
+uid switch. The zygote hands the parent, for each warden, a pipe on which it writes the
+warden's exit status once it ends, and reaps it only when the parent says so, so that the
+parent can signal the warden (and its process group) by pid without racing a new process
+that took the number. Student code cannot reach the zygote: it runs as another uid or in
+another PID namespace (without either, as the same user, it could reach the grader itself).
+`Limits.fork_server = False`, or a machine without fork, starts every warden and worker as
+a new Python instead.
 """
 
 import json
@@ -78,6 +95,8 @@ def main(argv):
         worker_main(config)
     elif role == "probe":
         probe_main(config)
+    elif role == "zygote":
+        zygote_main(config)
     else:
         raise SystemExit(f"unknown role {role!r}")
 
@@ -300,13 +319,58 @@ def supervise(config: dict) -> None:
     fds = (config["fd_in"], config["fd_out"])
     workdir = config["workdir"]
     env = dict(os.environ, HOME=workdir, TMPDIR=workdir)
-    worker = subprocess.Popen(command("worker", config), pass_fds=fds, close_fds=True,
-                              stdin=subprocess.DEVNULL, start_new_session=True, cwd=workdir,
-                              env=env)
+    if config.get("forked"):  # a fork of the zygote: torch is imported already
+        worker = _fork_worker(config, env)
+    else:
+        worker = subprocess.Popen(command("worker", config), pass_fds=fds, close_fds=True,
+                                  stdin=subprocess.DEVNULL, start_new_session=True,
+                                  cwd=workdir, env=env)
     for fd in fds:  # the worker holds the only copies: the parent sees EOF when it dies
         os.close(fd)
     status = worker.wait()
     stop(status if status >= 0 else 128 - status)  # killed by signal s -> 128 + s
+
+
+class _Forked:
+    """A forked child, with the two things `supervise` asks of a Popen: pid and wait()."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def wait(self) -> int:
+        _, status = os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(status)  # killed by signal s -> -s, as Popen
+
+
+def _fork_worker(config: dict, env: dict) -> _Forked:
+    """The worker as a fork of this warden: what `command("worker")` would have started,
+    without starting Python again."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # supervise's handler is the warden's
+            os.setsid()
+            os.chdir(env["HOME"])
+            os.environ.clear()
+            os.environ.update(env)
+            _close_fds_except({0, 1, 2, config["fd_in"], config["fd_out"]})
+            worker_main(config)
+        finally:
+            os._exit(1)  # never back into the warden's code
+    return _Forked(pid)
+
+
+def _close_fds_except(keep: set[int]) -> None:
+    try:
+        open_fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+    except OSError:
+        open_fds = range(os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
+    for fd in open_fds:
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def probe_main(config: dict) -> None:
@@ -325,6 +389,120 @@ def probe_main(config: dict) -> None:
         os._exit(os.waitstatus_to_exitcode(status))
     except OSError as e:
         print(f"minialign sandbox: {e}", file=sys.stderr)
+        os._exit(EXIT_SETUP_FAILED)
+
+
+# ==============================================================================================
+# zygote (fork server)
+
+
+def zygote_main(config: dict) -> None:
+    """Import numpy and torch once, then fork a warden per request, until the parent goes.
+
+    Requests come on a SOCK_SEQPACKET socket (config["fd"]), one JSON message each:
+      {"op": "fork", "config", "env", "cwd"} with three file descriptors (the worker's
+          request pipe, its reply pipe, its output file): answered {"pid"} with the read end
+          of a pipe on which the warden's exit code is written when it ends
+      {"op": "reap", "pid"}: the parent is done with that warden; the zygote may reap it
+    At EOF (the parent closed the socket, or died) the wardens left get SIGTERM and the zygote
+    exits."""
+    import select
+    import socket
+
+    import numpy  # noqa: F401  (what every worker imports first)
+    import torch
+
+    # What torch imports only when first used costs each worker again as much as `import
+    # torch` did: the first optimizer pulls in torch._dynamo (about 800 modules). One step of
+    # AdamW on a tiny model here, and every fork starts with them loaded. Trusted code only;
+    # one thread (as the workers), so that the zygote stays single-threaded and safe to fork.
+    torch.set_num_threads(1)
+    layer = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(layer.parameters(), lr=1e-3)
+    loss = torch.nn.functional.cross_entropy(layer(torch.zeros(3, 4)), torch.zeros(3).long())
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(layer.parameters(), 1.0)
+    optimizer.step()
+    del layer, optimizer, loss
+
+    sock = socket.socket(fileno=config["fd"])
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)  # a child ending wakes the select below
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    wardens = {}  # pid -> write end of its status pipe (None once the status was sent)
+    sock.send(json.dumps({"op": "ready", "pid": os.getpid()}).encode())
+    while True:
+        readable, _, _ = select.select([sock, wake_r], [], [])
+        if wake_r in readable:
+            os.read(wake_r, 4096)
+        for pid, status_w in list(wardens.items()):
+            if status_w is None:
+                continue
+            ended = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            if ended is not None:  # still a zombie: its pid is not free until "reap"
+                code = ended.si_status if ended.si_code == os.CLD_EXITED else -ended.si_status
+                os.write(status_w, f"{code}\n".encode())
+                os.close(status_w)
+                wardens[pid] = None
+        if sock not in readable:
+            continue
+        message, fds, _, _ = socket.recv_fds(sock, 1 << 20, 3)
+        if not message:
+            break
+        request = json.loads(message)
+        if request.get("op") == "reap":
+            if request.get("pid") in wardens:
+                os.waitpid(request["pid"], 0)
+                del wardens[request["pid"]]
+            continue
+        status_r, status_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(status_r)
+            _become_warden(request, fds, [sock.fileno(), wake_r, wake_w, status_w,
+                                          *(w for w in wardens.values() if w is not None)])
+        for fd in fds:
+            os.close(fd)
+        wardens[pid] = status_w
+        socket.send_fds(sock, [json.dumps({"pid": pid}).encode()], [status_r])
+        os.close(status_r)
+    for pid in wardens:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for pid in wardens:
+        os.waitpid(pid, 0)
+    os._exit(0)
+
+
+def _become_warden(request: dict, fds: list[int], zygote_fds: list[int]) -> None:
+    """In a fresh fork of the zygote: set up what `Popen(command("warden"))` would have
+    given (a new session, stdin /dev/null, stdout and stderr to the output file, the
+    environment and folder asked for, no other file descriptor) and run the warden."""
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in zygote_fds:
+            os.close(fd)
+        fd_in, fd_out, output = fds
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(output, 1)
+        os.dup2(output, 2)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        config = dict(request["config"], fd_in=fd_in, fd_out=fd_out, forked=True,
+                      parent_pid=os.getppid())
+        _close_fds_except({0, 1, 2, fd_in, fd_out})
+        sys.argv = ["-c", "warden"]
+        warden_main(config)
+    except BaseException as e:  # noqa: BLE001 - never back into the zygote's loop
+        print(f"minialign sandbox: the forked warden failed: {e!r}", file=sys.stderr)
+    finally:
         os._exit(EXIT_SETUP_FAILED)
 
 
