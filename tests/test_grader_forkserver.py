@@ -8,6 +8,7 @@ import signal
 import pytest
 
 from minialign.course.forkserver import ForkedWarden
+from minialign.course.markers import CHAPTERS, LIBRARY_DIR
 from minialign.course.runner import Limits, Session, Student, StudentCrashed
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or not os.path.isdir("/proc"),
@@ -76,16 +77,21 @@ def test_student_code_sees_the_same_environment_either_way(sessions):
     assert "PYTEST_CURRENT_TEST" not in a  # nothing of the grader's own environment
 
 
-@pytest.mark.parametrize("fork_server", [True, False])
-def test_exit_codes_and_signals_are_told_as_before(tmp_path, fork_server):
-    session = _session(tmp_path, fork_server)
-    try:
+def test_exit_codes_and_signals_are_told_as_before(sessions):
+    for session in sessions:  # (each crash costs the session its worker: a new one loads)
         with pytest.raises(StudentCrashed, match="exit code 3"):
             Student(session).leave(3)
         with pytest.raises(StudentCrashed, match="killed by SIGKILL"):
-            Student(session).die(int(signal.SIGKILL))  # a fresh worker was started for it
-    finally:
-        session.close()
+            Student(session).die(int(signal.SIGKILL))
+        assert Student(session).process()["student_module"]
+
+
+def test_the_chapters_that_train_are_marked():
+    """The zygote loads what an optimizer's first use imports only for chapters marked as
+    training: exactly those whose checks hand the student's code an optimizer."""
+    for number, chapter in CHAPTERS.items():
+        source = (LIBRARY_DIR / "course" / f"checks_ch{number:02d}.py").read_text()
+        assert ("optimizer" in source) == chapter.trains, chapter.filename
 
 
 def test_the_zygote_ends_with_the_grading_run(tmp_path):

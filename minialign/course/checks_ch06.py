@@ -7,6 +7,7 @@ them gets that mistake's hint.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -266,6 +267,7 @@ def check_dpo_loss(t):
 # dpo_step: one DPO update, on a tiny GPT built alike here and in the child (see checks_steps)
 
 
+@functools.cache  # the same function for the same change: see checks_steps._remembered
 def _step_loss(**change):
     """loss_of(policy, *batch) for `variant_step`: the library's DPO loss of a batch of pairs
     with one choice changed (`_step_terms`); the defaults give the right one."""
@@ -297,6 +299,7 @@ def _step_terms(*, dropout_off=True, one_pass=True, swapped=False, temperature=N
     return terms
 
 
+@functools.cache  # the same function for the same change: see checks_steps._remembered
 def _returning_rewards(**change):
     """A whole step with `change`, returning what dpo_step returns (for the rewards' hints)."""
     terms = _step_terms(**change)

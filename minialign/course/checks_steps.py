@@ -30,7 +30,9 @@ The module's name keeps it out of the library copy the child sees (`stublib.LEFT
 
 from __future__ import annotations
 
+import functools
 import importlib
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -82,7 +84,13 @@ def student_steps(t, setup: dict, calls: list, seed: int = 0) -> Steps:
 
 def local_steps(step, setup: dict, calls: list, seed: int = 0) -> Steps:
     """The same with trusted `step` (the library's, or a mistake), here; torch's global random
-    state is left as it was."""
+    state is left as it was. Computed once per grading process for the same step, setup, calls
+    and seed (`_remembered`): every student of a class is compared with the same numbers."""
+    return _remembered(("steps", step, setup, calls, seed),
+                       lambda: _local_steps(step, setup, calls, seed))
+
+
+def _local_steps(step, setup: dict, calls: list, seed: int = 0) -> Steps:
     with _GLOBAL_RANDOM_STATE, torch.random.fork_rng(devices=[]):
         kept: dict = {}
         for name, build in setup.items():
@@ -122,6 +130,7 @@ def _construct(build: Build):
 # the usual mistakes of a step
 
 
+@functools.lru_cache(maxsize=None)  # one function per mistake: its results are remembered
 def variant_step(loss_of, *, zero_grad=True, clip="before", lr="all", train=True):
     """A training step shaped (model, optimizer, *batch, lr, grad_clip) -> float, with the
     library's order of things unless told otherwise. loss_of(model, *batch) -> the loss
@@ -278,10 +287,72 @@ def student_call(t, setup: dict, args: tuple, seed: int = 0):
 
 def local_call(fn, setup: dict, args: tuple, seed: int = 0):
     """The same with trusted `fn` (the library's, or a mistake) here, on objects built here;
-    torch's global random state is left as it was."""
+    torch's global random state is left as it was. Remembered as local_steps is."""
+    return _remembered(("call", fn, setup, args, seed), lambda: _local_call(fn, setup, args, seed))
+
+
+def _local_call(fn, setup: dict, args: tuple, seed: int = 0):
     with _GLOBAL_RANDOM_STATE, torch.random.fork_rng(devices=[]):
         kept: dict = {}
         for name, build in setup.items():
             kept[name] = _construct(_substitute(build, kept))
         fixtures.reseed(seed)
         return fn(*_substitute(tuple(args), kept))
+
+
+# ==============================================================================================
+# the library's results, computed once per process
+
+
+# A class of 200 students is checked against the same library steps on the same fixtures 200
+# times; the results (and those of the usual mistakes, run to find a hint) depend on nothing
+# else: the fixtures are built from seeds and the global generator is reseeded. So they are
+# kept, under a key that spells out every input by value (tensors by their bytes), and handed
+# out read-only: the checks compare them and never change them.
+_REMEMBERED: dict = {}
+_REMEMBERED_LOCK = threading.Lock()
+_REMEMBER_AT_MOST = 256  # results kept (each a tiny model's parameters: about 0.1 MB)
+
+
+def _remembered(what: tuple, compute):
+    kind, fn, *inputs = what
+    key = _value_key(inputs)
+    if key is None:  # something without a value key: computed every time
+        return compute()
+    key = (kind, fn, key)  # fn by identity: the library's functions and the mistakes' variants
+    with _REMEMBERED_LOCK:
+        if key in _REMEMBERED:
+            return _REMEMBERED[key]
+    result = compute()
+    with _REMEMBERED_LOCK:
+        if len(_REMEMBERED) >= _REMEMBER_AT_MOST:
+            _REMEMBERED.pop(next(iter(_REMEMBERED)))  # the oldest
+        _REMEMBERED[key] = result
+    return result
+
+
+def _value_key(value):
+    """A hashable key equal for equal inputs (None when `value` holds something else)."""
+    t = type(value)
+    if value is None or t in (bool, int, str):
+        return (t.__name__, value)
+    if t is float:
+        return ("float", value.hex())
+    if t is Kept:
+        return ("kept", value.name)
+    if t in (list, tuple):
+        keys = tuple(_value_key(v) for v in value)
+        return None if None in keys else (t.__name__, keys)
+    if t is dict:
+        items = tuple((_value_key(k), _value_key(v)) for k, v in value.items())
+        return None if any(None in item for item in items) else ("dict", items)
+    if t is Build:
+        inner = _value_key([value.args, value.kwargs])
+        return None if inner is None else ("build", value.target, inner)
+    if t is torch.Tensor:
+        if value.requires_grad or value.device.type != "cpu" or value.is_sparse:
+            return None
+        data = value.detach().contiguous()
+        return ("tensor", str(data.dtype), tuple(data.shape),
+                data.view(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return None

@@ -49,10 +49,11 @@ class ForkServer:
             self.close()
             raise ForkServerError("the fork server did not start")
 
-    def spawn(self, config: dict, env: dict, cwd, fds) -> "ForkedWarden":
+    def spawn(self, config: dict, env: dict, cwd, fds, warm: bool = False) -> "ForkedWarden":
         """A warden forked from the zygote, with `fds` (request pipe, reply pipe, output file)
-        as config["fd_in"], config["fd_out"], stdout and stderr."""
-        request = {"op": "fork", "config": config, "env": env, "cwd": str(cwd)}
+        as config["fd_in"], config["fd_out"], stdout and stderr. warm: its worker will train
+        (the zygote first loads what an optimizer's first use imports, once)."""
+        request = {"op": "fork", "config": config, "env": env, "cwd": str(cwd), "warm": warm}
         with self._lock:
             if self._sock is None:
                 raise ForkServerError("the fork server is closed")

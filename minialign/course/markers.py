@@ -42,6 +42,7 @@ class Chapter:
     number: int
     topic: str  # file name part: ch02_gpt.py
     title: str
+    trains: bool = False  # its checks train a model in the sandbox (a model and an optimizer)
 
     @property
     def filename(self) -> str:
@@ -50,11 +51,11 @@ class Chapter:
 
 CHAPTERS = {c.number: c for c in [
     Chapter(1, "tokenizer", "Tokenization: byte-level BPE"),
-    Chapter(2, "gpt", "The GPT: attention, sampling and log-probabilities"),
-    Chapter(3, "sft", "Supervised fine-tuning"),
-    Chapter(4, "reward", "Reward modelling with Bradley-Terry"),
-    Chapter(5, "ppo", "RLHF with PPO"),
-    Chapter(6, "dpo", "Direct preference optimisation"),
+    Chapter(2, "gpt", "The GPT: attention, sampling and log-probabilities", trains=True),
+    Chapter(3, "sft", "Supervised fine-tuning", trains=True),
+    Chapter(4, "reward", "Reward modelling with Bradley-Terry", trains=True),
+    Chapter(5, "ppo", "RLHF with PPO", trains=True),
+    Chapter(6, "dpo", "Direct preference optimisation", trains=True),
     Chapter(7, "compare", "Best-of-N and comparing the methods"),
     Chapter(8, "grpo", "RL from outcome rewards: GRPO, Dr. GRPO and RLOO"),
 ]}

@@ -39,6 +39,7 @@ from pathlib import Path
 from . import sandbox, wire
 from .forkserver import ForkServerError
 from .isolation import Isolation
+from .markers import CHAPTERS
 
 
 @dataclass
@@ -141,8 +142,10 @@ class Worker:
 
     _ids = itertools.count(1)
 
-    def __init__(self, limits: Limits, cpu_s: int, isolation: Isolation, library: Path):
+    def __init__(self, limits: Limits, cpu_s: int, isolation: Isolation, library: Path,
+                 trains: bool = False):
         self.limits = limits
+        self.trains = trains  # its checks train a model (see markers.Chapter.trains)
         self.cpu_s = cpu_s
         self.isolation, self.library = isolation, library
         self.tmp = Path(tempfile.mkdtemp(prefix=f"minialign-worker-{os.getpid()}-"))
@@ -171,7 +174,8 @@ class Worker:
             server = self.isolation.fork_server()
             if server is not None:  # a fork of the process that imported torch once
                 try:
-                    self.proc = server.spawn(config, env, self.tmp, (req_r, resp_w, out))
+                    self.proc = server.spawn(config, env, self.tmp, (req_r, resp_w, out),
+                                             warm=self.trains)
                 except (OSError, ForkServerError):  # it died (killed from outside?)
                     self.isolation.stop_fork_server()  # from now on: a new Python each
             if self.proc is None:
@@ -291,6 +295,7 @@ class Session:
         self._own_isolation = isolation is None
         self.isolation = isolation or Isolation(limits)
         self.library = self.isolation.library(chapter)
+        self.trains = chapter in CHAPTERS and CHAPTERS[chapter].trains
         self.module_name = f"student_{Path(path).stem}_{secrets.token_hex(3)}"
         self.worker: Worker | None = None
         self.info: dict = {}  # name -> {"kind", "params", "signature"} from the last load
@@ -312,7 +317,8 @@ class Session:
         if self.load_failure:
             return False
         for _ in range(self.limits.max_skipped + 1):
-            worker = Worker(self.limits, self.cpu_s, self.isolation, self.library)
+            worker = Worker(self.limits, self.cpu_s, self.isolation, self.library,
+                            trains=self.trains)
             self._workers.append(worker)  # its files are removed by close(), started or not
             worker.start()
 

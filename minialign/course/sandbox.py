@@ -46,9 +46,10 @@ runs as `python -I -c BOOTSTRAP <this file> warden|worker|probe|zygote <json con
 
 Fork server (Linux). Importing torch takes a fresh Python about a second of CPU, which would be
 paid by every worker. So a grading run starts one more process, the zygote (`zygote_main`): a
-`python -I` like the others, with the same minimal environment, that imports numpy and torch,
-takes one optimizer step on a tiny model (torch imports most of itself lazily, at first use),
-and runs nothing else (no package code, no student code, no answer): then it only forks. Each
+`python -I` like the others, with the same minimal environment, that imports numpy and torch
+(and, before the first worker of a chapter whose checks train, takes one optimizer step on a
+tiny model: torch imports much of itself lazily, at first use) and runs nothing else (no
+package code, no student code, no answer): it only forks. Each
 warden is a fork of it (`_become_warden`: a new session, stdin from /dev/null, stdout and
 stderr to the worker's output file, the worker's environment and folder, every other file
 descriptor closed), and the warden forks the worker instead of starting a new Python. What
@@ -400,7 +401,7 @@ def zygote_main(config: dict) -> None:
     """Import numpy and torch once, then fork a warden per request, until the parent goes.
 
     Requests come on a SOCK_SEQPACKET socket (config["fd"]), one JSON message each:
-      {"op": "fork", "config", "env", "cwd"} with three file descriptors (the worker's
+      {"op": "fork", "config", "env", "cwd", "warm"} with three file descriptors (the worker's
           request pipe, its reply pipe, its output file): answered {"pid"} with the read end
           of a pipe on which the warden's exit code is written when it ends
       {"op": "reap", "pid"}: the parent is done with that warden; the zygote may reap it
@@ -412,19 +413,8 @@ def zygote_main(config: dict) -> None:
     import numpy  # noqa: F401  (what every worker imports first)
     import torch
 
-    # What torch imports only when first used costs each worker again as much as `import
-    # torch` did: the first optimizer pulls in torch._dynamo (about 800 modules). One step of
-    # AdamW on a tiny model here, and every fork starts with them loaded. Trusted code only;
-    # one thread (as the workers), so that the zygote stays single-threaded and safe to fork.
-    torch.set_num_threads(1)
-    layer = torch.nn.Linear(4, 2)
-    optimizer = torch.optim.AdamW(layer.parameters(), lr=1e-3)
-    loss = torch.nn.functional.cross_entropy(layer(torch.zeros(3, 4)), torch.zeros(3).long())
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(layer.parameters(), 1.0)
-    optimizer.step()
-    del layer, optimizer, loss
-
+    torch.set_num_threads(1)  # as the workers; the zygote stays single-threaded, safe to fork
+    warm = False
     sock = socket.socket(fileno=config["fd"])
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -456,6 +446,9 @@ def zygote_main(config: dict) -> None:
                 os.waitpid(request["pid"], 0)
                 del wardens[request["pid"]]
             continue
+        if request.get("warm") and not warm:
+            _warm_up_training()
+            warm = True
         status_r, status_w = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -475,6 +468,21 @@ def zygote_main(config: dict) -> None:
     for pid in wardens:
         os.waitpid(pid, 0)
     os._exit(0)
+
+
+def _warm_up_training() -> None:
+    """What torch imports only when first used costs each worker again about as much as
+    `import torch` did: the first optimizer pulls in torch._dynamo (about 800 modules). One
+    AdamW step on a tiny model here, before the first fork for a chapter whose checks train
+    (markers.Chapter.trains), and every later fork starts with them loaded. Trusted code only."""
+    import torch
+
+    layer = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(layer.parameters(), lr=1e-3)
+    loss = torch.nn.functional.cross_entropy(layer(torch.zeros(3, 4)), torch.zeros(3).long())
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(layer.parameters(), 1.0)
+    optimizer.step()
 
 
 def _become_warden(request: dict, fds: list[int], zygote_fds: list[int]) -> None:
