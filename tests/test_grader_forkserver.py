@@ -114,3 +114,23 @@ def test_a_dead_zygote_costs_nothing_but_speed(tmp_path):
         assert session.isolation.fork_server() is None
     finally:
         session.close()
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-fork-server"]])
+def test_the_command_line_turns_the_fork_server_off(tmp_path, monkeypatch, flag):
+    from minialign.course import grader, isolation
+
+    asked = []
+    real = isolation.Isolation.fork_server
+
+    def fork_server(self):
+        server = real(self)
+        asked.append(server is not None)
+        return server
+
+    monkeypatch.setattr(isolation.Isolation, "fork_server", fork_server)
+    out = tmp_path / "report.json"
+    code = grader.main(["--impl", "solutions", "--chapter", "7", "--format", "json",
+                        "--out", str(out), *flag])
+    assert code == 0 and out.exists()
+    assert asked and all(used == (not flag) for used in asked)

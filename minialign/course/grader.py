@@ -758,6 +758,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-capstones", action="store_true",
                         help="leave out the capstones of chapters 5 and 6 (each trains a small "
                              "policy with the student's functions: about 10 to 30 s)")
+    parser.add_argument("--no-fork-server", action="store_true",
+                        help="start every sandbox as a new Python (importing torch each time) "
+                             "instead of forking it from one process that imported it once")
     parser.add_argument("--allow-root", action="store_true",
                         help="grade a class even if student code must run as root (when no "
                              "other user may run Python here); see docs/instructors.md")
@@ -765,7 +768,7 @@ def main(argv=None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a character
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    limits = Limits(allow_root=args.allow_root)
+    limits = Limits(allow_root=args.allow_root, fork_server=not args.no_fork_server)
     try:
         hint_count(args.hints)
     except ValueError as e:
