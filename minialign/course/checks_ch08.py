@@ -34,7 +34,8 @@ def _zero_equal_rows(rewards, x):
 def _group_mistakes(rewards, scale, eps):
     r = rewards
     centered = r - r.mean(dim=1, keepdim=True)
-    row_std = r.std(dim=1, keepdim=True)
+    row_std = r.std(dim=1, keepdim=True) if r.size(1) > 1 else \
+        torch.full_like(r[:, :1], float("nan"))  # (what std gives one value, without the warning)
 
     def fixed(x):  # each variant keeps the all-equal rule, so that only its own mistake shows
         return lambda: _zero_equal_rows(r, x() if callable(x) else x)
