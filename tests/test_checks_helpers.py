@@ -62,3 +62,15 @@ def test_a_tensor_input_is_keyed_by_its_values():
     assert key([torch.tensor([1, 2])]) != key([torch.tensor([[1, 2]])])
     assert key([1]) != key([1.0]) and key([True]) != key([1])
     assert key([object()]) is None  # anything else: computed every time
+
+
+def test_nothing_is_remembered_while_a_learner_s_functions_stand_in_the_library():
+    from minialign.course import impl
+
+    step = variant_step(_next_token_loss)
+    impl.use("solutions", log=lambda *_: None)
+    try:
+        first = local_steps(step, _setup(), _calls(0.03))
+        assert local_steps(step, _setup(), _calls(0.03)) is not first
+    finally:
+        impl.restore()

@@ -315,10 +315,12 @@ _REMEMBER_AT_MOST = 256  # results kept (each a tiny model's parameters: about 0
 
 
 def _remembered(what: tuple, compute):
+    from . import impl
+
     kind, fn, *inputs = what
     key = _value_key(inputs)
-    if key is None:  # something without a value key: computed every time
-        return compute()
+    if key is None or impl.current() is not None:  # something without a value key, or a
+        return compute()  # learner's functions in the library (--impl): computed every time
     key = (kind, fn, key)  # fn by identity: the library's functions and the mistakes' variants
     with _REMEMBERED_LOCK:
         if key in _REMEMBERED:
