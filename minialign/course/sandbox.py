@@ -49,12 +49,11 @@ paid by every worker. So a grading run starts one more process, the zygote (`zyg
 `python -I` like the others, with the same minimal environment, that imports numpy and torch
 (and, before the first worker of a chapter whose checks train, takes one optimizer step on a
 tiny model: torch imports much of itself lazily, at first use) and runs nothing else (no
-package code, no student code, no answer): it only forks. Each
-warden is a fork of it (`_become_warden`: a new session, stdin from /dev/null, stdout and
-stderr to the worker's output file, the worker's environment and folder, every other file
-descriptor closed), and the warden forks the worker instead of starting a new Python. What
-each process does after that is what it did before: the same namespaces, cgroups, limits,
-uid switch. The zygote hands the parent, for each warden, a pipe on which it writes the
+package code, no student code, no answer): it only forks. Each warden is a fork of it
+(`_become_warden`: a new session, stdin from /dev/null, stdout and stderr to the worker's
+output file, the worker's environment and folder, every other file descriptor closed), and the
+warden forks the worker instead of starting a new Python. What each process does after that is
+what it did before: the same namespaces, cgroups, limits, uid switch. The zygote hands the parent, for each warden, a pipe on which it writes the
 warden's exit status once it ends, and reaps it only when the parent says so, so that the
 parent can signal the warden (and its process group) by pid without racing a new process
 that took the number. Student code cannot reach the zygote: it runs as another uid or in
@@ -453,8 +452,7 @@ def zygote_main(config: dict) -> None:
         pid = os.fork()
         if pid == 0:
             os.close(status_r)
-            _become_warden(request, fds, [sock.fileno(), wake_r, wake_w, status_w,
-                                          *(w for w in wardens.values() if w is not None)])
+            _become_warden(request, fds)  # (closes the zygote's descriptors: sock, pipes)
         for fd in fds:
             os.close(fd)
         wardens[pid] = status_w
@@ -485,15 +483,13 @@ def _warm_up_training() -> None:
     optimizer.step()
 
 
-def _become_warden(request: dict, fds: list[int], zygote_fds: list[int]) -> None:
+def _become_warden(request: dict, fds: list[int]) -> None:
     """In a fresh fork of the zygote: set up what `Popen(command("warden"))` would have
     given (a new session, stdin /dev/null, stdout and stderr to the output file, the
     environment and folder asked for, no other file descriptor) and run the warden."""
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for fd in zygote_fds:
-            os.close(fd)
         fd_in, fd_out, output = fds
         os.setsid()
         devnull = os.open(os.devnull, os.O_RDONLY)
