@@ -1,10 +1,12 @@
 """The child side of grading: where student code runs, and nothing is trusted.
 
 Two processes per student file (three with namespaces), started by `runner.Worker` in the
-trusted parent, which plans the isolation (see `isolation.py`) and passes it in the config:
+trusted parent (forked from the zygote, see "Fork server" below, or as new Pythons), which
+plans the isolation (see `isolation.py`) and passes it in the config:
 
-  warden   stdlib only. Joins the submission's cgroups (a limit on memory and on the number of
-           processes for the submission as a whole), then, where the machine allows, enters new
+  warden   stdlib only (a fork of the zygote also holds torch, unused). Joins the
+           submission's cgroups (a limit on memory and on the number of processes for the
+           submission as a whole), then, where the machine allows, enters new
            mount and PID namespaces: it forks a second warden that is process 1 of the new PID
            namespace, so that when it ends the kernel kills every process the student code
            started (a double-forked daemon in a new session included), and builds a private
@@ -48,18 +50,18 @@ Fork server (Linux). Importing torch takes a fresh Python about a second of CPU,
 paid by every worker. So a grading run starts one more process, the zygote (`zygote_main`): a
 `python -I` like the others, with the same minimal environment, that imports numpy and torch
 (and, before the first worker of a chapter whose checks train, takes one optimizer step on a
-tiny model: torch imports much of itself lazily, at first use) and runs nothing else (no
-package code, no student code, no answer): it only forks. Each warden is a fork of it
-(`_become_warden`: a new session, stdin from /dev/null, stdout and stderr to the worker's
-output file, the worker's environment and folder, every other file descriptor closed), and the
-warden forks the worker instead of starting a new Python. What each process does after that is
-what it did before: the same namespaces, cgroups, limits, uid switch. The zygote hands the parent, for each warden, a pipe on which it writes the
-warden's exit status once it ends, and reaps it only when the parent says so, so that the
-parent can signal the warden (and its process group) by pid without racing a new process
-that took the number. Student code cannot reach the zygote: it runs as another uid or in
-another PID namespace (without either, as the same user, it could reach the grader itself).
-`Limits.fork_server = False`, or a machine without fork, starts every warden and worker as
-a new Python instead.
+tiny model: torch imports much of itself lazily, at first use) and runs nothing else (no package
+code, no student code, no answer): it only forks. Each warden is a fork of it (`_become_warden`:
+a new session, stdin from /dev/null, stdout and stderr to the worker's output file, the worker's
+environment and folder, every other file descriptor closed), and the warden forks the worker
+instead of starting a new Python. What each process does after that is what it did before: the
+same namespaces, cgroups, limits, uid switch. The zygote hands the parent, for each warden, a
+pipe on which it writes the warden's exit status once it ends, and reaps it only when the parent
+says so, so that the parent can signal the warden (and its process group) by pid without racing
+a new process that took the number. Student code cannot reach the zygote: it runs as another uid
+or in another PID namespace (without either, as the same user, it could reach the grader
+itself). `Limits.fork_server = False`, or a platform other than Linux, starts every warden and
+worker as a new Python instead.
 """
 
 import json
