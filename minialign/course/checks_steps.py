@@ -86,7 +86,7 @@ def local_steps(step, setup: dict, calls: list, seed: int = 0) -> Steps:
     """The same with trusted `step` (the library's, or a mistake), here; torch's global random
     state is left as it was. Computed once per grading process for the same step, setup, calls
     and seed (`_remembered`): every student of a class is compared with the same numbers."""
-    return _remembered(("steps", step, setup, calls, seed),
+    return _remembered("steps", step, (setup, calls, seed),
                        lambda: _local_steps(step, setup, calls, seed))
 
 
@@ -288,7 +288,7 @@ def student_call(t, setup: dict, args: tuple, seed: int = 0):
 def local_call(fn, setup: dict, args: tuple, seed: int = 0):
     """The same with trusted `fn` (the library's, or a mistake) here, on objects built here;
     torch's global random state is left as it was. Remembered as local_steps is."""
-    return _remembered(("call", fn, setup, args, seed), lambda: _local_call(fn, setup, args, seed))
+    return _remembered("call", fn, (setup, args, seed), lambda: _local_call(fn, setup, args, seed))
 
 
 def _local_call(fn, setup: dict, args: tuple, seed: int = 0):
@@ -314,10 +314,10 @@ _REMEMBERED_LOCK = threading.Lock()
 _REMEMBER_AT_MOST = 256  # results kept (each a tiny model's parameters: about 0.1 MB)
 
 
-def _remembered(what: tuple, compute):
+def _remembered(kind: str, fn, inputs: tuple, compute):
+    """compute(), or what it returned before for the same kind, fn and inputs."""
     from . import impl
 
-    kind, fn, *inputs = what
     key = _value_key(inputs)
     if key is None or impl.current() is not None:  # something without a value key, or a
         return compute()  # learner's functions in the library (--impl): computed every time

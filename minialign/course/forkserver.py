@@ -19,7 +19,6 @@ import select
 import socket
 import subprocess
 import threading
-import time
 
 from . import sandbox
 
@@ -42,7 +41,6 @@ class ForkServer:
         finally:
             os.close(log)
             theirs.close()
-        self.log_path = log_path
         ready = select.select([self._sock], [], [], startup_s)[0]
         message = self._sock.recv(1 << 16) if ready else b""
         if not message or json.loads(message).get("op") != "ready":
@@ -98,15 +96,10 @@ class ForkedWarden:
     def wait(self, timeout: float | None = None, _raise: bool = True):
         if self.returncode is not None:
             return self.returncode
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if select.select([self._status], [], [], left)[0]:
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                if _raise:
-                    raise subprocess.TimeoutExpired(f"warden {self.pid}", timeout)
-                return None
+        if not select.select([self._status], [], [], timeout)[0]:  # (None: until it ends)
+            if _raise:
+                raise subprocess.TimeoutExpired(f"warden {self.pid}", timeout)
+            return None
         text = os.read(self._status, 64).decode("ascii", "replace").strip()
         os.close(self._status)
         self._status = None

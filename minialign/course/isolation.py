@@ -360,7 +360,8 @@ class Isolation:
             return self._fork_server
 
     def stop_fork_server(self) -> None:
-        """Stop using the fork server (it failed): every later worker is a new Python."""
+        """Stop the fork server (it failed, or the run is over): every later worker would be a
+        new Python."""
         with self._lock:
             server, self._fork_server = self._fork_server, None
             self._fork_server_failed = True
@@ -368,10 +369,7 @@ class Isolation:
             server.close()
 
     def close(self) -> None:
-        with self._lock:
-            server, self._fork_server = self._fork_server, None
-        if server is not None:
-            server.close()
+        self.stop_fork_server()
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -453,7 +453,6 @@ def zygote_main(config: dict) -> None:
         status_r, status_w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            os.close(status_r)
             _become_warden(request, fds)  # (closes the zygote's descriptors: sock, pipes)
         for fd in fds:
             os.close(fd)
