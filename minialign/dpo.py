@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from . import dist, tracking
 from . import world as world_lib
-from .evaluate import TEMPERATURE
+from .evaluate import FAST_EVAL_PROMPTS, TEMPERATURE
 from .model import GPT, logprobs_of_responses, sequence_logprobs
 from .preferences import encode_pair, load_rankings, pairs_of, read_rankings
 from .utils import (EVAL_SEED_OFFSET, cosine_lr, length_grouped_batches, load_stage_model,
@@ -67,6 +67,7 @@ class DPOConfig:
     grad_clip: float = 1.0  # the largest gradient norm allowed before each update
     max_new_tokens: int = 64  # response budget when sampling (the longest good answers use ~45)
     eval_samples: int = 1
+    eval_prompts: int = 0  # held-out prompts evaluated on (evaluate.eval_tasks; 0: all 270)
     seed: int = 0
     preferences: str = "preferences"  # the stage whose rankings it learns from
     #                                   (preferences_ai: the AI judge's, for RLAIF)
@@ -84,7 +85,7 @@ class DPOConfig:
 
     @classmethod
     def fast(cls, **overrides) -> "DPOConfig":
-        base = dict(epochs=1, batch_size=16, max_new_tokens=24)
+        base = dict(epochs=1, batch_size=16, max_new_tokens=24, eval_prompts=FAST_EVAL_PROMPTS)
         base.update(overrides)
         return cls(**base)
 
@@ -483,7 +484,7 @@ def evaluate_against_sft(policy, ref, tokenizer, val_pairs, cfg: DPOConfig, devi
     its implicit reward."""
     from . import evaluate
 
-    eval_tasks = world_lib.default_world().tasks("eval")
+    eval_tasks = evaluate.eval_tasks(cfg.eval_prompts)
     kw = dict(n_samples=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens,
               seed=cfg.seed + EVAL_SEED_OFFSET, temperature=cfg.temperature)
     dpo_eval = evaluate.evaluate_policy(policy, tokenizer, eval_tasks, **kw)

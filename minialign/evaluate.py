@@ -30,6 +30,7 @@ from .tokenizer import Tokenizer
 from .utils import left_pad
 
 TEMPERATURE = 0.6  # the sampling temperature of every policy, in every stage
+FAST_EVAL_PROMPTS = 64  # held-out prompts the fast configs evaluate on (eval_tasks)
 
 
 # ==============================================================================================
@@ -122,6 +123,25 @@ def evaluate_policy(model: GPT, tokenizer: Tokenizer, tasks, n_samples=1, max_ne
     result.update(tasks=flat, responses=responses, gold=[s["total"] for s in scores],
                   breakdown=scores)
     return result
+
+
+def eval_tasks(n_prompts: int = 0, world=None) -> list:
+    """The held-out tasks every stage evaluates on: all 270 (n_prompts 0), or about n_prompts of
+    them, each family keeping its share (at least one task), taken evenly spread over the
+    family's list. The fast configs use a subset: their models are too small for the numbers
+    to mean anything, and sampling 270 answers dominated their run time."""
+    world = world or world_lib.default_world()
+    tasks = world.tasks("eval")
+    if n_prompts < 0:
+        raise ValueError(f"n_prompts must be >= 0 (0: all), got {n_prompts}")
+    if not n_prompts or n_prompts >= len(tasks):
+        return tasks
+    out = []
+    for family in world_lib.FAMILIES:
+        fam = [t for t in tasks if t.family == family]
+        k = max(1, round(n_prompts * len(fam) / len(tasks)))
+        out += [fam[i * len(fam) // k] for i in range(k)]
+    return out
 
 
 # ==============================================================================================

@@ -538,12 +538,12 @@ def _best_of_n_pressure(out_dir: Path, cfg: CompareConfig, rm_stages: list[str],
 
 def _policy_responses(out_dir: Path, stage: str, source: str, device, metrics, tok) -> list[dict]:
     """One response per held-out prompt from a trained policy, scored by proxy and gold."""
-    from . import evaluate, ppo, world
+    from . import evaluate, ppo
     from .reward import load_reward_model
 
     c = metrics["config"]
     policy = ppo.load_policy(out_dir, device, stage).eval()
-    ev = evaluate.evaluate_policy(policy, tok, world.default_world().tasks("eval"), 1,
+    ev = evaluate.evaluate_policy(policy, tok, evaluate.eval_tasks(c.get("eval_prompts", 0)), 1,
                                   c["max_new_tokens"], seed=c["seed"] + FOOLING_SEED_OFFSET,
                                   temperature=c["temperature"])
     rm = load_reward_model(out_dir, device, "reward")
@@ -813,7 +813,7 @@ def reward_sources(out_dir, device: str = "cpu", log=print) -> dict:
     c = read_json(out_dir / "grpo" / "metrics.json")["config"]
     _, tok = load_sft(out_dir, device)
     rm = load_reward_model(out_dir, device, "reward")
-    tasks = world.default_world().tasks("eval")
+    tasks = evaluate.eval_tasks(c.get("eval_prompts", 0))  # those the grpo stages evaluated on
     result = {"overall": {}, "per_family": {}, "verifiable": {}, "stages": {}}
     by_prompt = {}  # name -> {verifiable prompt: (success, gold) of its answers}
     for name, stage in REWARD_SOURCE_POLICIES.items():

@@ -44,7 +44,7 @@ import torch
 
 from . import tracking
 from . import world as world_lib
-from .evaluate import TEMPERATURE
+from .evaluate import FAST_EVAL_PROMPTS, TEMPERATURE
 from .model import GPT
 from .ppo import masked_mean, rollout, score_responses, take
 from .utils import (load_stage_model, pick_device, progress, save_checkpoint, set_seed, timed,
@@ -86,6 +86,7 @@ class GRPOConfig:
     max_new_tokens: int = 64  # response budget (L_max of the overlong penalty and of Dr. GRPO)
     eval_interval: int = 4  # iterations between gold evaluations on held-out prompts
     eval_samples: int = 1
+    eval_prompts: int = 0  # held-out prompts evaluated on (evaluate.eval_tasks; 0: all 270)
     seed: int = 0
 
     def __post_init__(self):
@@ -110,7 +111,8 @@ class GRPOConfig:
     @classmethod
     def fast(cls, **overrides) -> "GRPOConfig":
         base = dict(iterations=8, prompts_per_batch=4, group_size=4, minibatch_size=8,
-                    max_new_tokens=24, overlong_cache=4, eval_interval=4)
+                    max_new_tokens=24, overlong_cache=4, eval_interval=4,
+                    eval_prompts=FAST_EVAL_PROMPTS)
         base.update(overrides)
         return cls(**base)
 
@@ -462,7 +464,7 @@ def train(cfg: GRPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
         reward_fn = make_reward_fn(cfg.reward_source, rm, tokenizer, world)
         sample_prompts = start.sample_prompts
 
-        eval_tasks = world.tasks("eval")
+        eval_tasks = evaluate.eval_tasks(cfg.eval_prompts, world)
         curve = {"iteration": [], "gold": [], "proxy": [], "kl": [], "success": [],
                  "length": []}
         samples_over_training = []

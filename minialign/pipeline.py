@@ -153,8 +153,13 @@ def stage_inputs(out_dir: Path, stage: str, cfg) -> dict:
 
 
 def up_to_date(out_dir: Path, stage: str, cfg) -> bool:
+    """Whether the stage's results in out_dir were made with cfg from the current runs of the
+    stages it reads. Config fields the record lacks (added to the code since, with a default
+    that keeps the old behaviour) are left out, as the sweep's stages do."""
     record = stage_record(out_dir, stage)
     want = stage_inputs(out_dir, stage, cfg)
+    saved = record.get("config", {})
+    want["config"] = {k: v for k, v in want["config"].items() if k in saved}
     return is_done(out_dir, stage) and bool(record) and \
         all(record.get(key) == value for key, value in want.items())
 

@@ -42,7 +42,7 @@ import torch.nn as nn
 
 from . import dist, tracking
 from . import world as world_lib
-from .evaluate import TEMPERATURE
+from .evaluate import FAST_EVAL_PROMPTS, TEMPERATURE
 from .model import GPT, entropy_from_logits, gather_logprobs
 from .utils import (EVAL_SEED_OFFSET, left_pad, load_stage_model, pick_device, progress,
                     save_checkpoint, set_seed, timed, timer, write_json)
@@ -72,6 +72,7 @@ class PPOConfig:
     max_new_tokens: int = 64  # response budget when sampling (the longest good answers use ~45)
     eval_interval: int = 8  # iterations between gold evaluations on held-out prompts
     eval_samples: int = 1
+    eval_prompts: int = 0  # held-out prompts evaluated on (evaluate.eval_tasks; 0: all 270)
     seed: int = 0
 
     def __post_init__(self):
@@ -85,7 +86,7 @@ class PPOConfig:
     @classmethod
     def fast(cls, **overrides) -> "PPOConfig":
         base = dict(iterations=8, batch_size=16, minibatch_size=8, ppo_epochs=2,
-                    max_new_tokens=24, eval_interval=4)
+                    max_new_tokens=24, eval_interval=4, eval_prompts=FAST_EVAL_PROMPTS)
         base.update(overrides)
         return cls(**base)
 
@@ -685,6 +686,8 @@ def rl_start(out_dir: Path, dev, reward_stage: str) -> RLStart:
 def train(cfg: PPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
           stage: str = "ppo", reward_stage: str = "reward") -> dict:
     """PPO from the SFT model against the reward model of DIR; evaluated with the gold reward."""
+    from . import evaluate
+
     out_dir = Path(out_dir)
     dev = pick_device(device)
     set_seed(cfg.seed)
@@ -700,7 +703,7 @@ def train(cfg: PPOConfig, out_dir: str | Path, device: str = "cpu", log=print,
         def reward_fn(ro: Rollout):
             return rm.normalized(ro.ids, ro.attention)
 
-        eval_tasks = world.tasks("eval")
+        eval_tasks = evaluate.eval_tasks(cfg.eval_prompts, world)
         curve = {"iteration": [], "gold": [], "proxy": [], "kl": [], "success": []}
         samples_over_training = []
 
@@ -752,7 +755,7 @@ def report(cfg: PPOConfig, stage_dir: Path, stage: str, sft_eval: dict, final_ev
         "seconds": seconds,
         "curve": curve,
         "samples_over_training": samples_over_training,
-        "samples": evaluate.side_by_side(world_lib.default_world().tasks("eval"),
+        "samples": evaluate.side_by_side(evaluate.eval_tasks(cfg.eval_prompts),
                                          {"sft": sft_eval, "ppo": final_eval}),
         "config": asdict(cfg),
         "history": history,

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from . import dist, tracking
 from . import world as world_lib
-from .evaluate import TEMPERATURE
+from .evaluate import FAST_EVAL_PROMPTS, TEMPERATURE
 from .model import GPT
 from .tokenizer import Tokenizer
 from .utils import (cosine_lr, length_grouped_batches, load_stage_model,
@@ -50,6 +50,7 @@ class SFTConfig:
     grad_clip: float = 1.0
     val_fraction: float = 0.05  # demonstrations held out for the validation loss
     eval_samples: int = 2  # sampled responses per held-out prompt for the gold evaluation
+    eval_prompts: int = 0  # held-out prompts evaluated on (evaluate.eval_tasks; 0: all 270)
     max_new_tokens: int = 64  # response budget when sampling (the longest good answers use ~45)
     temperature: float = TEMPERATURE  # sampling temperature of the evaluation
     micro_batch_size: int = 0  # chats per forward pass (gradient accumulation); 0: the batch
@@ -62,7 +63,8 @@ class SFTConfig:
 
     @classmethod
     def fast(cls, **overrides) -> "SFTConfig":
-        base = dict(n_demos=600, epochs=1, batch_size=16, eval_samples=1, max_new_tokens=32)
+        base = dict(n_demos=600, epochs=1, batch_size=16, eval_samples=1, max_new_tokens=32,
+                    eval_prompts=FAST_EVAL_PROMPTS)
         base.update(overrides)
         return cls(**base)
 
@@ -279,7 +281,7 @@ def train(cfg: SFTConfig, out_dir: str | Path, device: str = "cpu", log=print) -
 
         # evaluation: the SFT model and the pretrained model on the same held-out prompts
         time_as("evaluation")
-        tasks = world.tasks("eval")
+        tasks = evaluate.eval_tasks(cfg.eval_prompts, world)
         kw = dict(n_samples=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
                   temperature=cfg.temperature)
         sft_eval = evaluate.evaluate_policy(model, tokenizer, tasks, **kw)

@@ -367,7 +367,10 @@ def test_compare_sweep_writes_its_stages_files_and_keys(run_dir):
     for name, fams in rs["per_family"].items():
         assert list(fams) == world.FAMILIES
         n = sum(f["n"] for f in fams.values())
-        assert n == rs["overall"][name]["n"] == len(world.default_world().tasks("eval"))
+        # every held-out prompt the grpo stages evaluated on (a subset in fast mode)
+        held_out = evaluate.eval_tasks(grpo.GRPOConfig.fast().eval_prompts)
+        assert 0 < n == rs["overall"][name]["n"] == len(held_out)
+        assert len(held_out) < len(world.default_world().tasks("eval"))
         pooled = sum(fams[f]["success"] * fams[f]["n"] for f in world.VERIFIABLE)
         assert rs["verifiable"][name]["success"] == pytest.approx(
             pooled / sum(fams[f]["n"] for f in world.VERIFIABLE))

@@ -158,5 +158,13 @@ def test_a_changed_config_retrains_that_stage_and_the_stages_after_it(tiny_confi
     after = run_ids(out)
     assert after["pretrain"] == before["pretrain"]
     assert all(after[s] != before[s] for s in ("sft", "preferences", "reward"))
+    # a field added to a config since the run (so missing from its record) changes nothing
+    record = json.loads((out / "sft" / "stage.json").read_text())
+    del record["config"]["eval_prompts"]
+    (out / "sft" / "stage.json").write_text(json.dumps(record))
+    assert pipeline.up_to_date(out, "sft", pipeline.make_config("sft", True))
+    record["config"]["n_demos"] = 300  # ...while a field it has, changed, does
+    (out / "sft" / "stage.json").write_text(json.dumps(record))
+    assert not pipeline.up_to_date(out, "sft", pipeline.make_config("sft", True))
     (out / "reward" / "stage.json").unlink()  # a run folder from before stage records
     assert not pipeline.up_to_date(out, "reward", pipeline.make_config("reward", True))
