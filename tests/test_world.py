@@ -23,6 +23,30 @@ def test_every_family_has_train_and_eval_prompts_and_they_do_not_overlap():
     assert any(t.kind.startswith("unknown") for t in world.tasks("eval", "facts"))
 
 
+def test_an_eval_subset_keeps_every_family_in_its_share():
+    from minialign.evaluate import FAST_EVAL_PROMPTS, eval_tasks
+
+    world = W.default_world()
+    held_out = world.tasks("eval")
+    assert eval_tasks(0) == held_out and eval_tasks(10_000) == held_out
+    for n in (6, FAST_EVAL_PROMPTS, 100):
+        subset = eval_tasks(n)
+        assert abs(len(subset) - n) <= len(W.FAMILIES) / 2  # about n: one rounding per family
+        assert len({t.prompt for t in subset}) == len(subset)  # distinct held-out tasks
+        assert {t.prompt for t in subset} <= {t.prompt for t in held_out}
+        for family in W.FAMILIES:
+            share = sum(t.family == family for t in held_out) / len(held_out)
+            assert sum(t.family == family for t in subset) == max(1, round(n * share)), family
+    small = eval_tasks(6)  # one of each family, the first of each in the held-out list
+    assert [t.family for t in small] == W.FAMILIES
+    assert small == [next(t for t in held_out if t.family == f) for f in W.FAMILIES]
+    facts = [t for t in eval_tasks(FAST_EVAL_PROMPTS) if t.family == "facts"]
+    assert any(t.kind.startswith("unknown") for t in facts)  # spread, not the first few
+    assert any(not t.kind.startswith("unknown") for t in facts)
+    with pytest.raises(ValueError, match="n_prompts"):
+        eval_tasks(-1)
+
+
 def test_reference_good_responses_get_the_best_score():
     for task in world.tasks("train") + world.tasks("eval"):
         for response in task.good:
