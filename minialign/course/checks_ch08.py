@@ -31,11 +31,20 @@ def _zero_equal_rows(rewards, x):
     return torch.where(equal, 0.0, x)
 
 
+def _std(r, dim=None):
+    """r.std(dim, keepdim=True) (dim None: over every value), nan where there is one value,
+    without torch's warning about it."""
+    if dim is None:
+        return r.std() if r.numel() > 1 else torch.tensor(NAN)
+    if r.size(dim) > 1:
+        return r.std(dim=dim, keepdim=True)
+    return torch.full_like(r.narrow(dim, 0, 1), NAN)
+
+
 def _group_mistakes(rewards, scale, eps):
     r = rewards
     centered = r - r.mean(dim=1, keepdim=True)
-    row_std = r.std(dim=1, keepdim=True) if r.size(1) > 1 else \
-        torch.full_like(r[:, :1], float("nan"))  # (what std gives one value, without the warning)
+    row_std = _std(r, dim=1)
 
     def fixed(x):  # each variant keeps the all-equal rule, so that only its own mistake shows
         return lambda: _zero_equal_rows(r, x() if callable(x) else x)
@@ -51,19 +60,17 @@ def _group_mistakes(rewards, scale, eps):
         mistakes.update({
             "std over the whole batch instead of per group: divide each row by its own spread "
             "(rewards.std(dim=1, keepdim=True)), so that every prompt's advantages have the "
-            "same size": fixed(lambda: centered / (r.std() + eps)),
+            "same size": fixed(lambda: centered / (_std(r) + eps)),
             "mean and std over the whole batch instead of per group: both are taken along the "
-            "row (dim=1), one group per prompt": fixed(lambda: (r - r.mean()) / (r.std() + eps)),
+            "row (dim=1), one group per prompt": fixed(lambda: (r - r.mean()) / (_std(r) + eps)),
             "population std instead of torch.std's Bessel-corrected one: divide by "
             "rewards.std(dim=1) (n - 1), not std(unbiased=False) or correction=0":
                 fixed(lambda: centered / (r.std(dim=1, keepdim=True, unbiased=False) + eps)),
             "the statistics are taken over the prompts (dim 0) instead of the group (dim 1)":
-                fixed(lambda: (r - r.mean(dim=0, keepdim=True))
-                      / (r.std(dim=0, keepdim=True) + eps)),
+                fixed(lambda: (r - r.mean(dim=0, keepdim=True)) / (_std(r, dim=0) + eps)),
             "eps is ignored: divide by (std + eps)": fixed(lambda: centered / row_std),
             "eps belongs outside the square root: (r - mean) / (std + eps), not "
-            "/ sqrt(var + eps)": fixed(lambda: centered / torch.sqrt(r.var(dim=1, keepdim=True)
-                                                                     + eps)),
+            "/ sqrt(var + eps)": fixed(lambda: centered / torch.sqrt(_std(r, dim=1) ** 2 + eps)),
             "a group whose rewards are all equal (or a group of one) must get exactly 0, not "
             "nan: its std is 0 (0 / 0 = nan with eps = 0) and torch.std of one sample is nan; "
             "put 0 there with torch.where": lambda: centered / (row_std + eps),
