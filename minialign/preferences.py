@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 from . import world as world_lib
-from .evaluate import TEMPERATURE
+from .evaluate import FAST_EVAL_PROMPTS, TEMPERATURE, eval_tasks
 from .tokenizer import Tokenizer
 from .utils import (HELD_OUT_SEED_OFFSET, LABEL_SEED_OFFSET, pick_device, read_json,
                     read_jsonl, right_pad, set_seed, timed, timer, write_json, write_jsonl)
@@ -56,6 +56,7 @@ class PreferencesConfig:
     length_bias: float = 0.01  # the human labeller's utility per word: a known human bias
     max_new_tokens: int = 64  # answer budget when sampling (the longest good answers use ~45)
     temperature: float = TEMPERATURE  # candidates are sampled as the policy will sample
+    eval_prompts: int = 0  # held-out prompts ranked for validation (evaluate.eval_tasks; 0: all)
     seed: int = 0
 
     def __post_init__(self):
@@ -70,7 +71,7 @@ class PreferencesConfig:
 
     @classmethod
     def fast(cls, **overrides) -> "PreferencesConfig":
-        base = dict(n_prompts=160, k=3, max_new_tokens=32)
+        base = dict(n_prompts=160, k=3, max_new_tokens=32, eval_prompts=FAST_EVAL_PROMPTS)
         base.update(overrides)
         return cls(**base)
 
@@ -306,8 +307,8 @@ def train(cfg: PreferencesConfig, out_dir: str | Path, device: str = "cpu", log=
         # held out: the eval prompts, SFT samples only (the distribution RL will start from)
         held_out_seed = cfg.seed + HELD_OUT_SEED_OFFSET
         with timed("sampling"):
-            val_cands = collect_candidates(policy, tokenizer, world.tasks("eval"), cfg.k, 0,
-                                           cfg.max_new_tokens, held_out_seed, world,
+            val_cands = collect_candidates(policy, tokenizer, eval_tasks(cfg.eval_prompts, world),
+                                           cfg.k, 0, cfg.max_new_tokens, held_out_seed, world,
                                            cfg.temperature)
         val_rankings = rank(val_cands, labeler, held_out_seed)
         write_rankings(train_rankings, stage_dir / "train.jsonl")

@@ -226,4 +226,6 @@ def test_the_solutions_reproduce_the_reward_model_bit_for_bit(base_run, tmp_path
     assert bug["history"]["train_loss"][0] == want["history"]["train_loss"][0]  # ln 2 for both
     assert want["gold_correlation"] > 0  # the library's learns the gold reward's order...
     assert bug["gold_correlation"] == pytest.approx(-want["gold_correlation"])  # ...the bug's
-    assert bug["val_accuracy"] < want["val_accuracy"]  # its reverse
+    # its reverse: the pairs the library's ranks right, the bug's ranks wrong (ties wrong for
+    # both), whatever the accuracy of a model this small
+    assert bug["val_accuracy"] + want["val_accuracy"] == pytest.approx(1.0, abs=0.02)
