@@ -82,7 +82,7 @@ def base_config(out_dir: Path, stage: str, cls, **changes):
     return cls(**{**saved, **changes})
 
 
-def _ensure_stage(out_dir: Path, stage: str, train_fn, log, config=None, inputs=()) -> dict:
+def ensure_stage(out_dir: Path, stage: str, train_fn, log, config=None, inputs=()) -> dict:
     """The metrics of `stage`, from its folder if it has run (pipeline.is_done) with `config`
     (the dataclass train_fn trains it with; None: any) from the current runs of `inputs` (the
     stages it reads), else trained. Once trained, DIR/STAGE/stage.json records the run ids of
@@ -150,7 +150,7 @@ def ppo_variant(out_dir, kl_coef: float, cfg: CompareConfig, device="cpu",
     if cfg.ppo_eval_interval:
         changes["eval_interval"] = cfg.ppo_eval_interval
     ppo_cfg = base_config(out_dir, "ppo", ppo.PPOConfig, **changes)
-    return stage, _ensure_stage(out_dir, stage, lambda: ppo.train(
+    return stage, ensure_stage(out_dir, stage, lambda: ppo.train(
         ppo_cfg, out_dir, device, log, stage=stage), log, ppo_cfg, ["reward"])
 
 
@@ -160,7 +160,7 @@ def ppo_seed_variant(out_dir, seed: int, device="cpu", log=print) -> tuple[str, 
 
     out_dir, stage = Path(out_dir), f"ppo_seed{int(seed)}"
     ppo_cfg = base_config(out_dir, "ppo", ppo.PPOConfig, seed=int(seed))
-    return stage, _ensure_stage(out_dir, stage, lambda: ppo.train(
+    return stage, ensure_stage(out_dir, stage, lambda: ppo.train(
         ppo_cfg, out_dir, device, log, stage=stage), log, ppo_cfg, ["reward"])
 
 
@@ -173,7 +173,7 @@ def dpo_variant(out_dir, beta: float, device="cpu", log=print) -> tuple[str, dic
     if read_json(out_dir / "dpo" / "metrics.json")["config"]["beta"] == float(beta):
         return "dpo", read_json(out_dir / "dpo" / "metrics.json")
     stage = f"dpo_beta{float(beta)}"  # the name notebook 06's beta sweep uses too
-    return stage, _ensure_stage(out_dir, stage, lambda: dpo.train(
+    return stage, ensure_stage(out_dir, stage, lambda: dpo.train(
         dpo_cfg, out_dir, device, log, stage=stage), log, dpo_cfg, [dpo_cfg.preferences])
 
 
@@ -186,7 +186,7 @@ def dpo_temperature_variant(out_dir, temperature: float, device="cpu",
     out_dir, stage = Path(out_dir), f"dpo_logprobT{float(temperature)}"
     dpo_cfg = base_config(out_dir, "dpo", dpo.DPOConfig,
                           logprob_temperature=float(temperature))
-    return stage, _ensure_stage(out_dir, stage, lambda: dpo.train(
+    return stage, ensure_stage(out_dir, stage, lambda: dpo.train(
         dpo_cfg, out_dir, device, log, stage=stage), log, dpo_cfg, [dpo_cfg.preferences])
 
 
@@ -196,7 +196,7 @@ def preferences_variant(out_dir, stage: str, device="cpu", log=print, **changes)
 
     out_dir = Path(out_dir)
     cfg = base_config(out_dir, "preferences", preferences.PreferencesConfig, **changes)
-    return _ensure_stage(out_dir, stage, lambda: preferences.train(cfg, out_dir, device, log,
+    return ensure_stage(out_dir, stage, lambda: preferences.train(cfg, out_dir, device, log,
                                                                    stage=stage), log, cfg, ["sft"])
 
 
@@ -207,7 +207,7 @@ def reward_variant(out_dir, stage: str, device="cpu", log=print, **changes) -> d
 
     out_dir = Path(out_dir)
     rm_cfg = base_config(out_dir, "reward", reward.RewardConfig, **changes)
-    return _ensure_stage(out_dir, stage, lambda: reward.train(rm_cfg, out_dir, device, log,
+    return ensure_stage(out_dir, stage, lambda: reward.train(rm_cfg, out_dir, device, log,
                                                               stage=stage), log, rm_cfg,
                          [rm_cfg.preferences])
 
@@ -643,9 +643,9 @@ def rlaif(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> dict:
         rm_ai = reward_variant(out_dir, "reward_ai", device, log, preferences="preferences_ai")
         dpo_cfg = base_config(out_dir, "dpo", dpo.DPOConfig, preferences="preferences_ai")
         ppo_cfg = base_config(out_dir, "ppo", ppo.PPOConfig)
-        dpo_ai = _ensure_stage(out_dir, "dpo_ai", lambda: dpo.train(
+        dpo_ai = ensure_stage(out_dir, "dpo_ai", lambda: dpo.train(
             dpo_cfg, out_dir, device, log, stage="dpo_ai"), log, dpo_cfg, ["preferences_ai"])
-        ppo_ai = _ensure_stage(out_dir, "ppo_ai", lambda: ppo.train(
+        ppo_ai = ensure_stage(out_dir, "ppo_ai", lambda: ppo.train(
             ppo_cfg, out_dir, device, log, stage="ppo_ai", reward_stage="reward_ai"), log,
             ppo_cfg, ["reward_ai"])
         sft = read_json(out_dir / "sft" / "metrics.json")
@@ -713,7 +713,7 @@ def grpo_variant(out_dir, stage: str, cfg: CompareConfig, device="cpu", log=prin
     if cfg.grpo_eval_interval:
         changes["eval_interval"] = cfg.grpo_eval_interval
     grpo_cfg = base_config(out_dir, "grpo", grpo.GRPOConfig, **changes)
-    return _ensure_stage(out_dir, stage, lambda: grpo.train(grpo_cfg, out_dir, device, log,
+    return ensure_stage(out_dir, stage, lambda: grpo.train(grpo_cfg, out_dir, device, log,
                                                             stage=stage), log, grpo_cfg, ["reward"])
 
 

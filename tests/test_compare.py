@@ -218,7 +218,7 @@ def test_an_extra_run_retrains_when_a_stage_it_reads_was_retrained(tmp_path):
     trained, said = [], []
 
     def ensure():
-        return experiments._ensure_stage(tmp_path, "ppo_kl0.1", lambda: trained.append(
+        return experiments.ensure_stage(tmp_path, "ppo_kl0.1", lambda: trained.append(
             finish("ppo_kl0.1")), said.append, None, ["reward"])
 
     finish("reward", "first")
