@@ -33,7 +33,7 @@ import json
 import math
 import statistics
 import uuid
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from .compare import CompareConfig, bon_kl, frontier_points
@@ -688,10 +688,19 @@ GRPO_VARIANTS = {
     # the aggregation alone (GRPO's advantage): DAPO's and Dr. GRPO's
     "grpo_agg_token-mean": dict(loss_aggregation="token-mean"),
     "grpo_agg_seq-mean-token-sum-norm": dict(loss_aggregation="seq-mean-token-sum-norm"),
-    # the reward source alone: the rule-based verifier, and the oracle
+    # the reward source alone: the rule-based verifier (VERIFIER_ITERATIONS), and the oracle
     "grpo_verifier": dict(reward_source="verifier"),
     "grpo_gold": dict(reward_source="gold"),
 }
+# The verifier's runs train for this many times the grpo stage's iterations. Its rewards are 0
+# or 1, so dynamic sampling drops the groups whose answers are all right or all wrong, about 70%
+# of them, and in as many iterations it learns from under a third as many groups as the reward
+# model's run. What stops that run at 16 iterations, a proxy that starts being hacked, does not
+# apply to the outcomes a verifier checks; what it cannot check (style, jokes) it leaves
+# unguarded, and chapter 8 shows what that costs. Over PPO's five seeds, its task success on the
+# verifiable families was level with PPO's at 16 iterations (86.3% against 85.0%, +1.3 ± 1.3
+# points) and ahead at 32 (88.6%, +3.6 ± 1.1).
+VERIFIER_ITERATIONS = 2
 # the policies of the reward-source comparison: name -> stage
 REWARD_SOURCE_POLICIES = {"SFT": "sft", "PPO (reward model)": "ppo",
                           "GRPO, reward model": "grpo", "GRPO, verifier": "grpo_verifier",
@@ -705,7 +714,8 @@ ROW_KEYS = ("success", "gold", "proxy", "helpful", *STYLE_COMPONENTS)
 def grpo_variant(out_dir, stage: str, cfg: CompareConfig, device="cpu", log=print,
                  changes: dict | None = None) -> dict:
     """The GRPO run `stage`: the grpo stage's config with `changes` (default: those
-    GRPO_VARIANTS names for it), trained if missing. Returns its metrics."""
+    GRPO_VARIANTS names for it), trained if missing; a verifier's run for VERIFIER_ITERATIONS
+    times the iterations unless `changes` sets them. Returns its metrics."""
     from . import grpo
 
     out_dir = Path(out_dir)
@@ -713,6 +723,8 @@ def grpo_variant(out_dir, stage: str, cfg: CompareConfig, device="cpu", log=prin
     if cfg.grpo_eval_interval:
         changes["eval_interval"] = cfg.grpo_eval_interval
     grpo_cfg = base_config(out_dir, "grpo", grpo.GRPOConfig, **changes)
+    if grpo_cfg.reward_source == "verifier" and "iterations" not in changes:
+        grpo_cfg = replace(grpo_cfg, iterations=grpo_cfg.iterations * VERIFIER_ITERATIONS)
     return ensure_stage(out_dir, stage, lambda: grpo.train(grpo_cfg, out_dir, device, log,
                                                             stage=stage), log, grpo_cfg, ["reward"])
 

@@ -350,11 +350,13 @@ def test_compare_sweep_writes_its_stages_files_and_keys(run_dir):
 
     # chapter 8: each GRPO variant changes its knobs of the grpo stage's config, nothing else
     base = json.loads((run_dir / "grpo" / "metrics.json").read_text())["config"]
+    assert base["iterations"] == 3  # this folder's grpo stage
     for stage, changes in experiments.GRPO_VARIANTS.items():
         c = json.loads((run_dir / stage / "metrics.json").read_text())["config"]
+        if changes.get("reward_source") == "verifier":  # and VERIFIER_ITERATIONS times as long
+            changes = {**changes, "iterations": 3 * experiments.VERIFIER_ITERATIONS}
         changed = {k for k in c if c[k] != base[k]} - {"eval_interval"}
         assert changed == set(changes) and all(c[k] == v for k, v in changes.items()), stage
-        assert c["iterations"] == 3  # from this folder's grpo stage
     g = json.loads((run_dir / "compare" / "grpo.json").read_text())
     assert set(g["runs"]) == {"grpo", *experiments.GRPO_VARIANTS}
     for r in g["runs"].values():
@@ -395,6 +397,7 @@ def test_compare_sweep_writes_its_stages_files_and_keys(run_dir):
     verifier_seeded = json.loads((run_dir / "grpo_verifier_seed1" / "metrics.json").read_text())
     assert verifier_seeded["config"]["seed"] == 1
     assert verifier_seeded["config"]["reward_source"] == "verifier"
+    assert verifier_seeded["config"]["iterations"] == 3 * experiments.VERIFIER_ITERATIONS
     vs = g["verifier_seeds"]
     assert set(vs["a"]) == {"grpo_verifier", "grpo_verifier_seed1"}
     assert set(vs["b"]) == {"ppo", "ppo_seed1"}
