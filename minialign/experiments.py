@@ -197,7 +197,7 @@ def preferences_variant(out_dir, stage: str, device="cpu", log=print, **changes)
     out_dir = Path(out_dir)
     cfg = base_config(out_dir, "preferences", preferences.PreferencesConfig, **changes)
     return ensure_stage(out_dir, stage, lambda: preferences.train(cfg, out_dir, device, log,
-                                                                   stage=stage), log, cfg, ["sft"])
+                                                                  stage=stage), log, cfg, ["sft"])
 
 
 def reward_variant(out_dir, stage: str, device="cpu", log=print, **changes) -> dict:
@@ -208,8 +208,8 @@ def reward_variant(out_dir, stage: str, device="cpu", log=print, **changes) -> d
     out_dir = Path(out_dir)
     rm_cfg = base_config(out_dir, "reward", reward.RewardConfig, **changes)
     return ensure_stage(out_dir, stage, lambda: reward.train(rm_cfg, out_dir, device, log,
-                                                              stage=stage), log, rm_cfg,
-                         [rm_cfg.preferences])
+                                                             stage=stage), log, rm_cfg,
+                        [rm_cfg.preferences])
 
 
 # ==============================================================================================
@@ -726,7 +726,7 @@ def grpo_variant(out_dir, stage: str, cfg: CompareConfig, device="cpu", log=prin
     if grpo_cfg.reward_source == "verifier" and "iterations" not in changes:
         grpo_cfg = replace(grpo_cfg, iterations=grpo_cfg.iterations * VERIFIER_ITERATIONS)
     return ensure_stage(out_dir, stage, lambda: grpo.train(grpo_cfg, out_dir, device, log,
-                                                            stage=stage), log, grpo_cfg, ["reward"])
+                                                           stage=stage), log, grpo_cfg, ["reward"])
 
 
 def _mean_of(rows: list[dict], key: str):
