@@ -284,21 +284,31 @@ def response_logprobs(model: GPT, tokenizer: Tokenizer, prompts: list[str],
     batches (`model.logprobs_of_responses`).
 
     temperature: the one the responses were sampled at (the logits are divided by it).
+    Each distinct (prompt, response) is scored once, in batches of similar lengths: sixteen
+    samples of one prompt repeat themselves (best-of-N), and a ranking of K answers makes
+    K(K - 1)/2 pairs out of K answers (DPO), so most rows would otherwise be computed again.
     """
     device = model.lm_head.weight.device
-    totals = []
-    for start in range(0, len(prompts), batch_size):
-        p_ids = [tokenizer.encode_prompt(p) for p in prompts[start: start + batch_size]]
-        r_ids = response_ids[start: start + batch_size]
-        seqs = [p + r for p, r in zip(p_ids, r_ids)]
-        ids, mask = left_pad(seqs, tokenizer.pad_id)
+    rows = {}  # (prompt, response) -> its row among the distinct ones
+    which = [rows.setdefault((p, tuple(r)), len(rows)) for p, r in zip(prompts, response_ids)]
+    seqs, lengths = [], []  # the distinct ones: prompt + response ids, response length
+    for p, r in rows:
+        seqs.append(tokenizer.encode_prompt(p) + list(r))
+        lengths.append(len(r))
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # little padding per batch
+    totals = [0.0] * len(seqs)
+    for start in range(0, len(order), batch_size):
+        idx = order[start: start + batch_size]
+        ids, mask = left_pad([seqs[i] for i in idx], tokenizer.pad_id)  # (b, T) each
         resp_mask = torch.zeros_like(mask)
-        for i, r in enumerate(r_ids):
-            if r:
-                resp_mask[i, ids.size(1) - len(r):] = True
-        totals += logprobs_of_responses(model, ids.to(device), mask.to(device),
-                                        resp_mask.to(device), temperature).tolist()
-    return totals
+        for row, i in enumerate(idx):
+            if lengths[i]:
+                resp_mask[row, ids.size(1) - lengths[i]:] = True  # the last tokens: the response
+        logps = logprobs_of_responses(model, ids.to(device), mask.to(device),
+                                      resp_mask.to(device), temperature).tolist()  # (b,)
+        for i, lp in zip(idx, logps):
+            totals[i] = lp
+    return [totals[j] for j in which]
 
 
 def kl_to_reference(policy: GPT, ref: GPT, tokenizer: Tokenizer, prompts: list[str],

@@ -196,20 +196,24 @@ class RewardModel(torch.nn.Module):
     @torch.no_grad()
     def score_texts(self, tokenizer: Tokenizer, prompts, responses, ended=None, batch_size=64,
                     normalize=True) -> list[float]:
-        """Scores of (prompt, response) texts; `ended[i]` False leaves out the <|end|> token."""
+        """Scores of (prompt, response) texts; `ended[i]` False leaves out the <|end|> token.
+        Each distinct text is scored once (the pairs of a ranking share their answers)."""
         device = self.net.head.weight.device
         self.eval()
         ended = ended if ended is not None else [True] * len(prompts)
-        seqs = [encode_pair(tokenizer, p, r, e) for p, r, e in zip(prompts, responses, ended)]
+        rows = {}  # token ids -> row among the distinct sequences
+        which = [rows.setdefault(tuple(encode_pair(tokenizer, p, r, e)), len(rows))
+                 for p, r, e in zip(prompts, responses, ended)]
+        seqs = list(rows)
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # batches of equal lengths
-        out = [0.0] * len(seqs)
+        scores = [0.0] * len(seqs)
         fn = self.normalized if normalize else self
         for s in range(0, len(order), batch_size):
             idx = order[s: s + batch_size]
-            ids, mask = right_pad([seqs[i] for i in idx], tokenizer.pad_id)
+            ids, mask = right_pad([list(seqs[i]) for i in idx], tokenizer.pad_id)
             for i, score in zip(idx, fn(ids.to(device), mask.to(device)).tolist()):
-                out[i] = score
-        return out
+                scores[i] = score
+        return [scores[j] for j in which]
 
     def checkpoint(self, **extra):
         return self.net.checkpoint(mean=self.mean, std=self.std, **extra)

@@ -149,3 +149,31 @@ def test_padding_on_either_side_by_hand():
         pad_sequences([], pad_id=0, side="left")
     with pytest.raises(ValueError):
         pad_sequences([[1]], pad_id=0, side="middle")
+
+
+def test_score_texts_scores_repeats_once_and_matches_each_text_alone():
+    """RewardModel.score_texts dedupes and sorts its rows: each text keeps the score it has
+    alone (one unpadded row), in the order given, repeats included, ended or not."""
+    from minialign import world as world_lib
+    from minialign.course import fixtures
+    from minialign.model import ScalarHeadGPT
+    from minialign.preferences import encode_pair
+    from minialign.reward import RewardModel
+    from minialign.tokenizer import Tokenizer
+
+    tok = Tokenizer.train(world_lib.sample_corpus(50, seed=0), vocab_size=280)
+    net = ScalarHeadGPT.from_gpt(fixtures.tiny_gpt(seed=2, vocab_size=tok.vocab_size,
+                                                   block_size=64))
+    torch.nn.init.normal_(net.head.weight, generator=torch.Generator().manual_seed(0))
+    rm = RewardModel(net, mean=0.5, std=2.0)
+    prompts = ["say hi.", "say hi.", "name a color.", "say hi.", "say hi."]
+    responses = ["hi.", "hello there, my friend", "blue and red and green", "hi.", "hi."]
+    ended = [True, True, True, True, False]
+    got = rm.score_texts(tok, prompts, responses, ended, batch_size=2)
+    want = []
+    for p, r, e in zip(prompts, responses, ended):
+        ids = torch.tensor([encode_pair(tok, p, r, e)])
+        with torch.no_grad():
+            want.append(rm.normalized(ids, torch.ones_like(ids, dtype=torch.bool)).item())
+    assert got == pytest.approx(want, abs=1e-5)
+    assert got[0] == got[3] and got[0] != got[4] and len(set(got)) == 4
