@@ -171,17 +171,22 @@ def test_pair_implicit_rewards_agree_with_the_batch_function_and_the_accuracy():
         policy.lm_head.weight.add_(0.5 * torch.randn(policy.lm_head.weight.shape, generator=g))
     pairs = [Pair("what is 2 plus 2?", "the answer is 4.", "great question! it is 5.", True, True),
              Pair("say hi.", "hi.", "hello there, my friend", True, False),
-             Pair("name a color.", "red.", "blue.", True, True)]
+             Pair("name a color.", "red.", "blue.", True, True),
+             # answers shared with the first pair, as the pairs of one ranking share theirs:
+             # each distinct answer is scored once, and both pairs get its reward
+             Pair("what is 2 plus 2?", "great question! it is 5.", "4", True, True),
+             Pair("what is 2 plus 2?", "the answer is 4.", "4", True, True)]
     rc, rr = pair_implicit_rewards(policy, ref, tok, pairs, 0.5, batch_size=2, temperature=0.6)
     ids, mask, resp = encode_pairs(tok, pairs)
-    whole = response_implicit_rewards(policy, ref, ids, mask, resp, 0.5, 0.6)  # (6,)
+    whole = response_implicit_rewards(policy, ref, ids, mask, resp, 0.5, 0.6)  # (10,)
     assert torch.allclose(torch.cat([rc, rr]), whole, atol=1e-5) and rc.abs().sum() > 0
-    acc = implicit_accuracy(policy, ref, tok, pairs, 0.5, "cpu", batch_size=2, temperature=0.6)
+    assert rc[3] == rr[0] and rc[4] == rc[0] and rr[4] == rr[3]  # one answer, one reward
+    acc = implicit_accuracy(policy, ref, tok, pairs, 0.5, batch_size=2, temperature=0.6)
     assert acc == pytest.approx((rc > rr).float().mean().item())
     lc, lr = pair_lengths(tok, pairs)
     assert torch.equal(torch.cat([lc, lr]), resp.sum(1).float())  # the tokens DPO scores
     zc, zr = pair_implicit_rewards(ref, ref, tok, pairs, 0.5, temperature=0.6)
-    assert torch.equal(zc, torch.zeros(3)) and torch.equal(zr, torch.zeros(3))
+    assert torch.equal(zc, torch.zeros(5)) and torch.equal(zr, torch.zeros(5))
 
 
 def test_order_agreement_and_compare_judges_by_hand():
@@ -199,3 +204,52 @@ def test_order_agreement_and_compare_judges_by_hand():
     ac = rows[1]
     assert ac["agreement"] == 1.0 and ac["spearman_margins"] == pytest.approx(1.0)
     assert ac["spearman_responses"] < 0.99  # the raw scores carry the per-pair constant
+
+
+def test_response_logprobs_scores_repeats_once_and_matches_each_response_alone():
+    """evaluate.response_logprobs dedupes and sorts its rows: every response still gets the
+    log-probability it has when scored alone, unpadded, by hand (log-softmax of the tempered
+    logits, summed over the response's tokens), in the order given, repeats included."""
+    from minialign import world as world_lib
+    from minialign.course import fixtures
+    from minialign.evaluate import response_logprobs
+    from minialign.tokenizer import Tokenizer
+
+    tok = Tokenizer.train(world_lib.sample_corpus(50, seed=0), vocab_size=280)
+    model = fixtures.tiny_gpt(seed=1, vocab_size=tok.vocab_size, block_size=64, train=False)
+    prompts = ["say hi.", "what is 2 plus 2?", "say hi.", "name a color.", "say hi."]
+    responses = [tok.encode("hi."), tok.encode("4") + [tok.end_id], tok.encode("hi."),
+                 tok.encode("a long answer about blue and red"), tok.encode("hello!")]
+    got = response_logprobs(model, tok, prompts, responses, temperature=0.6, batch_size=2)
+    want = []
+    for p, r in zip(prompts, responses):
+        ids = torch.tensor([tok.encode_prompt(p) + r])  # (1, T): one row, no padding
+        with torch.no_grad():
+            logps = torch.log_softmax(model(ids)[0][0, :-1] / 0.6, dim=-1)  # (T - 1, V)
+        targets = ids[0, 1:]
+        want.append(logps[torch.arange(len(targets)), targets][-len(r):].sum().item())
+    assert got == pytest.approx(want, abs=1e-4)
+    assert got[0] == got[2] and got[0] != got[4]  # a repeat gets the very same number
+
+
+def test_spread_pairs_keeps_the_pairs_ranked_far_enough_apart():
+    from minialign.dpo import DPOConfig, spread_pairs
+    from minialign.preferences import Ranking, pairs_of
+
+    four = Ranking("p4", ("a", "b", "c", "d"), (True,) * 4, (0.6, 0.7, 0.8, 0.55, 0.65, 0.6))
+    three = Ranking("p3", ("e", "f", "g"), (True, False, True))
+    two = Ranking("p2", ("h", "i"), (True, True))
+
+    def names(pairs):
+        return [(p.chosen, p.rejected) for p in pairs]
+
+    assert names(spread_pairs([four, three, two], 2)) == [
+        ("a", "c"), ("a", "d"), ("b", "d"), ("e", "g"), ("h", "i")]
+    assert names(spread_pairs([four], 3)) == [("a", "d")]
+    assert names(spread_pairs([four, three], 5)) == [("a", "d"), ("e", "g")]  # best and worst
+    assert spread_pairs([four, three, two], 1) == pairs_of([four, three, two])
+    kept = spread_pairs([four], 2)  # each pair keeps its own labeller probability and flags
+    assert [p.p_chosen for p in kept] == [0.7, 0.8, 0.65]
+    assert spread_pairs([three], 2)[0].rejected_ended is True
+    with pytest.raises(ValueError, match="min_rank_gap"):
+        DPOConfig(min_rank_gap=0)
