@@ -8,10 +8,10 @@ skipped and says so; `--force STAGE` retrains it.
     python -m minialign compare --sweep      chapters 7 and 8's experiments: PPO and DPO at
                                              several KL coefficients and betas (the frontier),
                                              best-of-N up to N = 256 and a reward model trained
-                                             on less data (over-optimisation), PPO with four more
-                                             seeds (the noise), RLAIF, GRPO's variants; each an
-                                             extra stage of DIR, skipped if present and made
-                                             from the current upstream runs (about 40 minutes on
+                                             on less data (over-optimisation), PPO and DPO with
+                                             four more seeds (the noise), RLAIF, GRPO's variants;
+                                             each an extra stage of DIR, skipped if present and
+                                             made from the current upstream runs (about 40 min on
                                              this project's 2-core machine; seconds with --fast)
     python -m minialign bench                speed on this machine (tokens/s, MFU, KV cache);
                                              --compile also times torch.compile's step,

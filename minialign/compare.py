@@ -59,8 +59,9 @@ class CompareConfig:
     noise_seeds: tuple = (1, 2, 3, 4)  # PPO retrained with these seeds (stages ppo_seed{s});
     #                                  with the ppo stage's seed 0, five runs that differ only in
     #                                  their randomness (rollouts and evaluation samples): the
-    #                                  spread a difference between two runs must exceed. With
-    #                                  grpo_variants, GRPO and its verifier run get them too
+    #                                  spread a difference between two runs must exceed. DPO
+    #                                  gets them too (dpo_seed{s}), and with grpo_variants, GRPO
+    #                                  and its verifier run
     grpo_eval_interval: int = 8  # iterations between their gold evaluations (0: the grpo
     #                              stage's); each evaluation costs about 2 training iterations
     seed: int = 0

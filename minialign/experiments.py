@@ -13,7 +13,8 @@ and RLAIF, each extra run a stage of its own in the run folder (skipped when pre
                      and PPO trained on it (reward_ai, dpo_ai, ppo_ai), against the human-label
                      versions on gold, per family
   seed_noise         PPO retrained with other seeds (ppo_seed{s}): how far two runs that differ
-                     only in their randomness land apart, the yardstick for every other gap
+                     only in their randomness land apart, the yardstick for every other gap;
+                     DPO with the same seeds (dpo_seed{s})
   grpo_sweep         chapter 8: GRPO against Dr. GRPO and RLOO, its three loss aggregations
                      with the response length over training (Dr. GRPO's length bias), and
                      three reward sources (reward model, verifier, gold) per task family; GRPO
@@ -164,6 +165,17 @@ def ppo_seed_variant(out_dir, seed: int, device="cpu", log=print) -> tuple[str, 
         ppo_cfg, out_dir, device, log, stage=stage), log, ppo_cfg, ["reward"])
 
 
+def dpo_seed_variant(out_dir, seed: int, device="cpu", log=print) -> tuple[str, dict]:
+    """DPO with another seed (stage dpo_seed{s}: the order of its batches and its evaluation
+    samples change); otherwise the dpo stage's config."""
+    from . import dpo
+
+    out_dir, stage = Path(out_dir), f"dpo_seed{int(seed)}"
+    dpo_cfg = base_config(out_dir, "dpo", dpo.DPOConfig, seed=int(seed))
+    return stage, ensure_stage(out_dir, stage, lambda: dpo.train(
+        dpo_cfg, out_dir, device, log, stage=stage), log, dpo_cfg, [dpo_cfg.preferences])
+
+
 def dpo_variant(out_dir, beta: float, device="cpu", log=print) -> tuple[str, dict]:
     """DPO with this beta (stage dpo_beta{b}; the dpo stage itself if it has this beta)."""
     from . import dpo
@@ -297,22 +309,33 @@ def gap_verdicts(values: dict, duos, gap_2sd: float) -> list[dict]:
 def seed_noise(out_dir, cfg: CompareConfig, device: str = "cpu", log=print) -> dict:
     """Train PPO with each of cfg.noise_seeds (the ppo stage is seed 0's run) and measure how
     far runs that differ only in their randomness land apart: training rollouts and evaluation
-    samples both change with the seed. Writes DIR/compare/noise.{json,png}. Returns {"runs":
-    {stage: {seed, gold, win_rate, success, kl}}, "spread": seed_spread(runs), "file"}."""
+    samples both change with the seed. DPO too, with the same seeds (dpo_seed{s}; the dpo stage
+    is seed 0's): the order of its batches and its evaluation samples change. Writes
+    DIR/compare/noise.{json,png} (the figure: PPO's). Returns {"runs": {stage: {seed, gold,
+    win_rate, success, kl}}, "spread": seed_spread(runs), "dpo": {"runs", "spread"} alike,
+    "file"}."""
     from . import plots
 
     out_dir = Path(out_dir)
     runs = {"ppo": read_json(out_dir / "ppo" / "metrics.json")}
+    dpo_runs = {"dpo": read_json(out_dir / "dpo" / "metrics.json")}
     for s in cfg.noise_seeds:
         stage, m = ppo_seed_variant(out_dir, s, device, log)
         runs[stage] = m
-    rows = noise_rows(runs)
-    result = {"runs": rows, "spread": seed_spread(rows), "file": "compare/noise.json"}
+        stage, m = dpo_seed_variant(out_dir, s, device, log)
+        dpo_runs[stage] = m
+    rows, dpo_rows = noise_rows(runs), noise_rows(dpo_runs)
+    result = {"runs": rows, "spread": seed_spread(rows),
+              "dpo": {"runs": dpo_rows, "spread": seed_spread(dpo_rows)},
+              "file": "compare/noise.json"}
     write_json(result, out_dir / "compare" / "noise.json")
     plots.seed_noise(rows, out_dir / "compare" / "noise.png")
     g = result["spread"]["gold"]
     log(f"[compare] noise over {len(rows)} PPO seeds: gold {g['mean']:.3f} ± {g['std']:.3f} "
         f"(std); a gap between two runs under {g['gap_2sd']:.3f} is within the noise")
+    w = result["dpo"]["spread"]["win_rate"]
+    log(f"[compare] DPO over {len(dpo_rows)} seeds: win rate against SFT {w['min']:.1%} to "
+        f"{w['max']:.1%} (mean {w['mean']:.1%})")
     return result
 
 

@@ -341,6 +341,12 @@ def test_compare_sweep_writes_its_stages_files_and_keys(run_dir):
     assert seeded["seed"] == 1 and seeded["iterations"] == 3  # the ppo stage's, reseeded
     assert noise["runs"]["ppo_seed1"]["gold"] == pytest.approx(
         json.loads((run_dir / "ppo_seed1" / "metrics.json").read_text())["gold_reward_mean"])
+    assert set(noise["dpo"]["runs"]) == {"dpo", "dpo_seed1"}  # DPO over the same seeds
+    dpo_seeded = json.loads((run_dir / "dpo_seed1" / "metrics.json").read_text())
+    dpo_own = json.loads((run_dir / "dpo" / "metrics.json").read_text())["config"]
+    assert dpo_seeded["config"] == {**dpo_own, "seed": 1}  # the dpo stage's config, reseeded
+    assert noise["dpo"]["runs"]["dpo_seed1"]["win_rate"] == dpo_seeded["win_rate_vs_sft"]
+    assert noise["dpo"]["spread"]["win_rate"]["min"] <= noise["dpo"]["spread"]["win_rate"]["max"]
 
     rl = json.loads((run_dir / "compare" / "rlaif.json").read_text())
     assert set(rl["labelers"]) == {"human", "AI judge"}
