@@ -68,7 +68,8 @@ def main(argv=None) -> int:
                              "else fp32; fp32 forces full precision everywhere")
     parser.add_argument("--sweep", action="store_true",
                         help="compare: also run chapter 7's and 8's experiments "
-                             "(about 45 min on 2 cores)")
+                             "(about 45 min on 2 cores); the compare stage itself always "
+                             "reruns, each of its extra runs only if missing or stale")
     parser.add_argument("--force", action="append", metavar="STAGE",
                         choices=["all", *pipeline.STAGES],
                         help="retrain STAGE even if its results are up to date (repeat for "
@@ -132,13 +133,19 @@ def _run(args, out: Path) -> int:
     timings: dict = {}
     stages = pipeline.ORDER if args.stage == "all" else [args.stage]
     overrides = {"compare": {"sweep": True}} if args.sweep else {}
+    force = list(args.force or ())
+    if args.sweep and args.stage in ("compare", "all"):
+        # the sweep is the compare stage's own work: rerun it, so that a change in the
+        # experiments' code (not part of any stage's record) is never skipped; its extra runs
+        # are still each trained only when missing or stale
+        force.append("compare")
     if args.size != "default":
         from .pretrain import SIZES
 
         overrides["pretrain"] = SIZES[args.size]
     start = time.perf_counter()
     skipped = pipeline.update(stages, out, args.fast, args.seed, args.device, timings,
-                              precision=args.precision, force=args.force or (),
+                              precision=args.precision, force=force,
                               overrides=overrides)
     if args.log == "tensorboard" and dist.is_main():  # the skipped stages' curves, afterwards
         from . import tracking

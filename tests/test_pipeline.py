@@ -168,3 +168,23 @@ def test_a_changed_config_retrains_that_stage_and_the_stages_after_it(tiny_confi
     assert not pipeline.up_to_date(out, "sft", pipeline.make_config("sft", True))
     (out / "reward" / "stage.json").unlink()  # a run folder from before stage records
     assert not pipeline.up_to_date(out, "reward", pipeline.make_config("reward", True))
+
+
+def test_sweep_always_reruns_the_compare_stage(tmp_path, monkeypatch):
+    """`compare --sweep` forces the compare stage (the sweep is its work: a change in the
+    experiments' code is part of no stage's record, so it must not be skipped); without
+    --sweep, or for another stage, only --force forces anything."""
+    seen = []
+
+    def update(stages, out, fast, seed, device, timings, precision=None, force=(),
+               overrides=None):
+        seen.append((list(stages), list(force), overrides))
+        return []
+
+    monkeypatch.setattr(pipeline, "update", update)
+    assert cli(["compare", "--sweep", "--out", str(tmp_path)]) == 0
+    assert cli(["compare", "--out", str(tmp_path)]) == 0
+    assert cli(["dpo", "--force", "dpo", "--out", str(tmp_path)]) == 0
+    assert seen[0] == (["compare"], ["compare"], {"compare": {"sweep": True}})
+    assert seen[1] == (["compare"], [], {})
+    assert seen[2] == (["dpo"], ["dpo"], {})
