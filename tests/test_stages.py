@@ -35,7 +35,8 @@ def pipeline(run_dir):
     assert not (run_dir / "reward").exists()  # DPO needs the preferences, not a reward model
     out["reward"] = reward.train(reward.RewardConfig.fast(), run_dir, log=quiet)
     out["ppo"] = ppo.train(ppo.PPOConfig.fast(iterations=3, eval_interval=2), run_dir, log=quiet)
-    out["bon"] = bon.train(bon.BoNConfig.fast(n_prompts=24), run_dir, log=quiet)
+    out["bon_log"] = []
+    out["bon"] = bon.train(bon.BoNConfig.fast(n_prompts=24), run_dir, log=out["bon_log"].append)
     out["compare"] = compare.train(compare.CompareConfig.fast(), run_dir, log=quiet)
     return out
 
@@ -137,3 +138,6 @@ def test_best_of_n_and_compare(pipeline, run_dir):
     c = load(run_dir, "compare")
     assert set(c["rows"]) == {"pretrained", "sft", "bon", "ppo", "dpo"}
     assert (run_dir / "compare" / "frontier.png").exists()
+    # the stage's one line names the KL the summary table shows (compare.bon_kl)
+    kl, kind = compare.bon_kl(by_n[str(m["samples_per_prompt"])])
+    assert f"KL ~ {kl:.2f} nats ({kind};" in pipeline["bon_log"][-1]
