@@ -242,9 +242,11 @@ def reference_logps(ref: GPT, tokenizer, pairs, batch_size, device,
     gives K(K - 1)/2 pairs made of only K answers, a third of the rows for K = 4."""
     from .evaluate import response_logprobs
 
-    answers = [tokenizer.encode(getattr(p, side)) + ([tokenizer.end_id] if getattr(p, f"{side}_ended")
-                                                     else [])
-               for side in ("chosen", "rejected") for p in pairs]  # as encode_pair ends them
+    def answer_ids(p, side):  # encode_pair's tokens after the prompt's (<|end|> if it ended)
+        full = encode_pair(tokenizer, p.prompt, getattr(p, side), getattr(p, f"{side}_ended"))
+        return full[len(tokenizer.encode_prompt(p.prompt)):]
+
+    answers = [answer_ids(p, side) for side in ("chosen", "rejected") for p in pairs]  # 2N
     logps = torch.tensor(response_logprobs(ref, tokenizer, [p.prompt for p in pairs] * 2,
                                            answers, temperature, batch_size))  # (2N,)
     return logps[: len(pairs)].to(device), logps[len(pairs):].to(device)
