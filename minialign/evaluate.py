@@ -20,7 +20,10 @@ response, at 0.6 they mostly vanish. KLs are measured between the tempered distr
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import math
+from collections import OrderedDict
 
 import torch
 
@@ -114,6 +117,10 @@ def evaluate_policy(model: GPT, tokenizer: Tokenizer, tasks, n_samples=1, max_ne
     """
     if not tasks:
         raise ValueError("no tasks to evaluate on")
+    key = (weights_digest(model), str(model.lm_head.weight.device), tuple(tasks), n_samples,
+           max_new_tokens, seed, temperature, top_k, top_p, _vocabulary(tokenizer))
+    if key in _kept:  # these weights were evaluated so already: the same answers again
+        return copy.deepcopy(_kept[key])
     g = torch.Generator().manual_seed(seed)
     flat = [t for t in tasks for _ in range(n_samples)]
     responses = sample_responses(model, tokenizer, [t.prompt for t in flat], max_new_tokens,
@@ -122,7 +129,38 @@ def evaluate_policy(model: GPT, tokenizer: Tokenizer, tasks, n_samples=1, max_ne
     result = summarize(flat, scores)
     result.update(tasks=flat, responses=responses, gold=[s["total"] for s in scores],
                   breakdown=scores)
+    _kept[key] = copy.deepcopy(result)  # (a copy: callers add to their result)
+    while len(_kept) > KEEP_EVALUATIONS:
+        _kept.popitem(last=False)  # the oldest goes
     return result
+
+
+# The same weights, prompts and seed give the same answers, so an evaluation is kept and handed
+# back (as a copy) when asked for again in this process: PPO, GRPO and DPO each evaluate the SFT
+# model on the held-out prompts with the same seed, and the sweep retrains PPO from it many
+# times. course.impl.use() forgets them, since a learner's functions may sample differently.
+KEEP_EVALUATIONS = 4  # the most recent evaluations kept
+_kept: OrderedDict = OrderedDict()
+
+
+def forget_evaluations() -> None:
+    """Drop the kept evaluations (after the functions the model calls have been swapped)."""
+    _kept.clear()
+
+
+def _vocabulary(tokenizer: Tokenizer) -> tuple:
+    """What decides how ids become text: the tokens' bytes and the special tokens."""
+    return tuple(tokenizer.vocab.values()), tuple(tokenizer.special.items())
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A fingerprint of a model's weights and buffers (every tensor's bytes): a copy or a reload
+    of the same weights has the same one; one training step changes it."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 def eval_tasks(n_prompts: int = 0, world=None) -> list:

@@ -129,12 +129,14 @@ def use(impl: str | Path = "exercises", log=print) -> Active | None:
 
 
 def restore() -> None:
-    """Put the library's own functions back everywhere."""
+    """Put the library's own functions back everywhere (and forget the evaluations kept in
+    this process: they were sampled by the functions in use then)."""
     global _active
     if _active is not None:
         for owner, name, original in reversed(_active.undo):
             setattr(owner, name, original)
     _active = None
+    importlib.import_module("minialign.evaluate").forget_evaluations()
 
 
 # ==============================================================================================
