@@ -372,7 +372,7 @@ def train(cfg: RewardConfig, out_dir: str | Path, device: str = "cpu", log=print
         del sft_model
 
         # ---- fit: the ranking loss, one batch of prompts per step ----
-        history = fit(rm, tokenizer, train_rankings, val_pairs, cfg, dev, stage)
+        history, val_scores = fit(rm, tokenizer, train_rankings, val_pairs, cfg, dev, stage)
         train_seconds = elapsed()
         if not dist.is_main():  # plumbing: rank 0 evaluates and writes; the others are done
             return {"world_size": dist.world_size()}
@@ -381,7 +381,8 @@ def train(cfg: RewardConfig, out_dir: str | Path, device: str = "cpu", log=print
         time_as("evaluation")
         sft_texts, raw = normalize_on_sft_samples(rm, tokenizer, val_rankings)
         gold = [world.gold_reward(p, r, e) for p, r, e in sft_texts]
-        metrics = evaluate_reward_model(rm, tokenizer, val_pairs, sft_texts, raw, gold, world)
+        metrics = evaluate_reward_model(rm, tokenizer, val_pairs, sft_texts, raw, gold, world,
+                                        val_scores)
         time_as("other")
         save_checkpoint(rm.checkpoint(train_config=asdict(cfg)), out_dir / stage / "model.pt")
 
@@ -394,7 +395,8 @@ def fit(rm: RewardModel, tokenizer, train_rankings, val_pairs, cfg: RewardConfig
         stage: str) -> dict:
     """The training loop: cfg.epochs passes over the rankings, cfg.batch_size prompts per
     `reward_step`, the held-out pairs' loss and accuracy before the first step and after each
-    epoch. Returns the curves (the history)."""
+    epoch. Returns the curves (the history) and the last validation's raw (chosen, rejected)
+    scores of the held-out pairs, which the evaluation reuses."""
     rng = random.Random(cfg.seed)  # the order of the batches (and the 'pairs' baseline's picks)
     k = max(len(r.responses) for r in train_rankings)  # answers per prompt, at most
     optimizer = make_reward_optimizer(rm, cfg)
@@ -402,7 +404,7 @@ def fit(rm: RewardModel, tokenizer, train_rankings, val_pairs, cfg: RewardConfig
     max_steps = cfg.epochs * ((len(train_rankings) + cfg.batch_size - 1) // cfg.batch_size)
     history = {"step": [], "train_loss": [], "train_accuracy": [], "val_step": [],
                "val_loss": [], "val_accuracy": []}
-    validate(rm, tokenizer, val_pairs, history, step=0)
+    val_scores = validate(rm, tokenizer, val_pairs, history, step=0)
     time_as("training")  # (the stage's time split, utils.TimeSplit)
     # the ranking loss on the labels, one process: reward_step; the 'pairs' baseline, the
     # 'probabilities' diagnostic, torchrun and micro-batches write the same update out below
@@ -447,10 +449,10 @@ def fit(rm: RewardModel, tokenizer, train_rankings, val_pairs, cfg: RewardConfig
             bar.set_postfix(loss=f"{loss:.3f}")
             step += 1
         if dist.is_main():  # rank 0 evaluates
-            validate(rm, tokenizer, val_pairs, history, step)
+            val_scores = validate(rm, tokenizer, val_pairs, history, step)
     bar.close()
     time_as("other")
-    return history
+    return history, val_scores
 
 
 def load_data(out_dir: Path, cfg: RewardConfig):
@@ -499,7 +501,7 @@ def random_pairs(batch, rng) -> list[list[int]]:
 
 def validate(rm: RewardModel, tokenizer, val_pairs, history: dict, step: int):
     """Loss and accuracy on the held-out pairs, appended to `history` at `step`; leaves the
-    model in training mode."""
+    model in training mode. Returns the pairs' raw (chosen, rejected) scores, (P,) each."""
     rm.eval()
     with timed("evaluation"):
         c, r = pair_scores(rm, tokenizer, val_pairs)
@@ -509,6 +511,7 @@ def validate(rm: RewardModel, tokenizer, val_pairs, history: dict, step: int):
     tracking.log({"eval/loss": history["val_loss"][-1],
                   "eval/accuracy": history["val_accuracy"][-1]}, step)
     rm.train()
+    return c, r
 
 
 def normalize_on_sft_samples(rm: RewardModel, tokenizer, val_rankings):
@@ -564,10 +567,12 @@ def _one_pair_per_prompt(scores, picks):
 
 
 @torch.no_grad()
-def evaluate_reward_model(rm, tokenizer, val_pairs, sft_texts, raw_scores, gold, world) -> dict:
+def evaluate_reward_model(rm, tokenizer, val_pairs, sft_texts, raw_scores, gold, world,
+                          val_scores=None) -> dict:
     """Accuracy against labels and against the Bayes ceiling; agreement with the gold reward;
-    calibration; length sensitivity."""
-    c, r = pair_scores(rm, tokenizer, val_pairs)
+    calibration; length sensitivity. val_scores: the held-out pairs' raw (chosen, rejected)
+    scores by these weights, if already computed (the last validation's); else scored here."""
+    c, r = val_scores if val_scores is not None else pair_scores(rm, tokenizer, val_pairs)
     probs = [p.p_chosen for p in val_pairs]
     if None in probs:
         raise ValueError("the held-out rankings have no labeller probabilities: the reward "
