@@ -64,8 +64,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default=None,
                         help="pretraining's arithmetic: auto (default) is bf16 mixed precision "
-                             "where the hardware has bf16 natively (a CUDA GPU, a CPU with AMX), "
-                             "else fp32; fp32 forces full precision everywhere")
+                             "where the hardware has bf16 natively (a CUDA GPU; a CPU with AMX or "
+                             "AVX-512 BF16), else fp32; fp32 forces full precision everywhere")
     parser.add_argument("--sweep", action="store_true",
                         help="compare: also run chapter 7's and 8's experiments "
                              "(about 45 min on 2 cores); the compare stage itself always "

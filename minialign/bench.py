@@ -8,7 +8,7 @@
                 default model size, and the model FLOPs utilisation (MFU): achieved FLOP/s over
                 the matmul peak, counting 6 N + 12 L T C FLOPs per token (Kaplan et al. 2020;
                 N = non-embedding parameters plus the output layer)
-  bf16          where bf16 is native (a CPU with AMX, most GPUs): the bf16 matmul peak and
+  bf16          where bf16 is native (a CPU with AMX or AVX-512 BF16, most GPUs): the bf16 matmul peak and
                 the training speed under bf16 autocast, the precision pretraining
                 then uses (utils.use_bf16); --precision fp32 skips it, as pretraining
   GPU           on CUDA the bf16 MFU is also given against the GPU's datasheet bf16 peak
@@ -44,7 +44,8 @@ import torch
 from . import pipeline
 from .model import GPT, GPTConfig
 from .pretrain import SIZES, PretrainConfig
-from .utils import autocast, make_optimizer, pick_device, read_json, use_bf16, write_json
+from .utils import (autocast, make_optimizer, native_bf16_cpu, pick_device, read_json, use_bf16,
+                    write_json)
 
 
 def _best_time(fn, repeats: int) -> float:
@@ -282,6 +283,7 @@ def main(out_dir, fast: bool = False, device: str = "cpu", size: str = "default"
         "step_profile": profile,  # fraction of an fp32 step's op time per kind (CPU only)
         "compiled": compiled,  # --compile: the fp32 step under torch.compile (or its error)
         "bf16": bf16,  # None where bf16 is not native (pretraining then runs in fp32)
+        "native_bf16_cpu": native_bf16_cpu() if dev.type == "cpu" else None,  # "AMX", ...
         "generation_128_tokens": gen,
     }
     summary_path = Path(out_dir) / "summary.json"

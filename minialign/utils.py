@@ -53,9 +53,9 @@ def use_bf16(device: torch.device, precision: str) -> bool:
     """Whether to train in bf16 mixed precision: precision is 'fp32', 'bf16' or 'auto'.
 
     'auto' picks bf16 where the hardware multiplies bf16 matrices natively: a CUDA GPU that
-    supports it, or a CPU with Intel AMX (Sapphire Rapids and later Xeons), where a bf16 matmul
-    of the default model's shapes runs about 7x faster than fp32. Elsewhere (most laptops) bf16
-    is emulated and slower, so 'auto' keeps fp32.
+    supports it, or a CPU with native bf16 instructions (native_bf16_cpu): there a training step
+    of the default model ran 1.5x (AMX) and 1.6x (AVX-512 BF16) faster than in fp32. Elsewhere
+    (most laptops) bf16 is emulated and slower, so 'auto' keeps fp32.
     """
     check_precision(precision)
     if precision != "auto":
@@ -63,9 +63,19 @@ def use_bf16(device: torch.device, precision: str) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-        return bool(amx and amx())
+        return native_bf16_cpu() is not None
     return False
+
+
+def native_bf16_cpu() -> str | None:
+    """The CPU's native bf16 instructions: "AMX" (Intel Xeons from Sapphire Rapids on),
+    "AVX-512 BF16" (AMD Zen 4 and later, Intel Cooper Lake), or None (most laptops)."""
+    for name, probe in (("AMX", "_is_amx_tile_supported"),
+                        ("AVX-512 BF16", "_is_avx512_bf16_supported")):
+        supported = getattr(torch.cpu, probe, None)  # (private probes: absent on old PyTorch)
+        if supported is not None and supported():
+            return name
+    return None
 
 
 def autocast(device: torch.device, enabled: bool):

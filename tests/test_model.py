@@ -168,9 +168,22 @@ def test_use_bf16_choices():
     from minialign.utils import use_bf16
     cpu = torch.device("cpu")
     assert use_bf16(cpu, "fp32") is False and use_bf16(cpu, "bf16") is True
-    assert use_bf16(cpu, "auto") in (True, False)  # True exactly where the CPU has AMX
     with pytest.raises(ValueError, match="precision"):
         use_bf16(cpu, "half")
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [
+    (True, False, "AMX"), (False, True, "AVX-512 BF16"), (True, True, "AMX"),
+    (False, False, None)])
+def test_auto_precision_is_bf16_exactly_where_the_cpu_has_native_bf16(monkeypatch, amx,
+                                                                      avx512_bf16, expected):
+    from minialign.utils import native_bf16_cpu, use_bf16
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16,
+                        raising=False)
+    assert native_bf16_cpu() == expected
+    assert use_bf16(torch.device("cpu"), "auto") is (expected is not None)
+    assert use_bf16(torch.device("cpu"), "fp32") is False
 
 
 def test_clear_errors():

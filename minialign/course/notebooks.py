@@ -111,12 +111,11 @@ def stamp_run_time(notebook, line: str | None) -> None:
 
 def machine_name() -> str:
     """e.g. "a 2-core x86_64 CPU with native bf16 (AMX)": what the timings depend on most."""
-    from ..utils import use_bf16
-    import torch
+    from ..utils import native_bf16_cpu
 
-    bf16 = use_bf16(torch.device("cpu"), "auto")
+    bf16 = native_bf16_cpu()
     return (f"a {os.cpu_count()}-core {platform.machine()} CPU "
-            f"{'with native bf16 (AMX)' if bf16 else 'without native bf16'}")
+            f"{f'with native bf16 ({bf16})' if bf16 else 'without native bf16'}")
 
 
 def main(argv=None) -> int:
