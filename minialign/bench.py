@@ -8,9 +8,9 @@
                 default model size, and the model FLOPs utilisation (MFU): achieved FLOP/s over
                 the matmul peak, counting 6 N + 12 L T C FLOPs per token (Kaplan et al. 2020;
                 N = non-embedding parameters plus the output layer)
-  bf16          where bf16 is native (a CPU with AMX or AVX-512 BF16, most GPUs): the bf16 matmul peak and
-                the training speed under bf16 autocast, the precision pretraining
-                then uses (utils.use_bf16); --precision fp32 skips it, as pretraining
+  bf16          where bf16 is native (a CPU with AMX or AVX-512 BF16, most GPUs): the bf16
+                matmul peak and the training speed under bf16 autocast, the precision
+                pretraining then uses (utils.use_bf16); --precision fp32 skips it, as pretraining
   GPU           on CUDA the bf16 MFU is also given against the GPU's datasheet bf16 peak
                 (dense tensor-core FLOP/s) where the GPU is in `BF16_PEAK_TFLOPS`
   step profile  where one fp32 training step's time goes, by kind of operation (torch.profiler,

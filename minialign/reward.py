@@ -392,7 +392,7 @@ def train(cfg: RewardConfig, out_dir: str | Path, device: str = "cpu", log=print
 
 
 def fit(rm: RewardModel, tokenizer, train_rankings, val_pairs, cfg: RewardConfig, dev,
-        stage: str) -> dict:
+        stage: str) -> tuple[dict, tuple]:
     """The training loop: cfg.epochs passes over the rankings, cfg.batch_size prompts per
     `reward_step`, the held-out pairs' loss and accuracy before the first step and after each
     epoch. Returns the curves (the history) and the last validation's raw (chosen, rejected)

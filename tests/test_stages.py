@@ -64,6 +64,8 @@ def test_reward_model_metrics(pipeline, run_dir):
     assert 0 <= m["val_accuracy"] <= 1
     assert m["history"]["val_loss"][0] == pytest.approx(0.6931, abs=1e-3)  # zero head: ln 2
     assert m["history"]["val_accuracy"][0] == 0.0  # strict >: ties are wrong
+    # the evaluation reuses the last validation's scores: the trained model's, not step 0's
+    assert m["val_accuracy"] == m["history"]["val_accuracy"][-1] > 0
     assert m["n_train_prompts"] == pipeline["preferences"]["n_train_prompts"]
 
 
