@@ -120,6 +120,7 @@ def evaluate_policy(model: GPT, tokenizer: Tokenizer, tasks, n_samples=1, max_ne
     key = (weights_digest(model), str(model.lm_head.weight.device), tuple(tasks), n_samples,
            max_new_tokens, seed, temperature, top_k, top_p, _vocabulary(tokenizer))
     if key in _kept:  # these weights were evaluated so already: the same answers again
+        _kept.move_to_end(key)  # (now the most recently used)
         return copy.deepcopy(_kept[key])
     g = torch.Generator().manual_seed(seed)
     flat = [t for t in tasks for _ in range(n_samples)]
@@ -131,15 +132,16 @@ def evaluate_policy(model: GPT, tokenizer: Tokenizer, tasks, n_samples=1, max_ne
                   breakdown=scores)
     _kept[key] = copy.deepcopy(result)  # (a copy: callers add to their result)
     while len(_kept) > KEEP_EVALUATIONS:
-        _kept.popitem(last=False)  # the oldest goes
+        _kept.popitem(last=False)  # the least recently used goes
     return result
 
 
 # The same weights, prompts and seed give the same answers, so an evaluation is kept and handed
 # back (as a copy) when asked for again in this process: PPO, GRPO and DPO each evaluate the SFT
 # model on the held-out prompts with the same seed, and the sweep retrains PPO from it many
-# times. course.impl.use() forgets them, since a learner's functions may sample differently.
-KEEP_EVALUATIONS = 4  # the most recent evaluations kept
+# times, evaluating each run several times in between. course.impl.use() forgets them, since a
+# learner's functions may sample differently.
+KEEP_EVALUATIONS = 8  # the most recently used evaluations kept (a few hundred kB each)
 _kept: OrderedDict = OrderedDict()
 
 

@@ -73,6 +73,19 @@ def test_only_the_latest_evaluations_are_kept(setup):
     assert len(calls) == evaluate.KEEP_EVALUATIONS + 2
 
 
+def test_an_evaluation_asked_for_again_is_kept_longest(setup):
+    tok, model, tasks, calls = setup
+    evaluate.evaluate_policy(model, tok, tasks, max_new_tokens=8, seed=0)  # the SFT model's
+    for seed in range(1, evaluate.KEEP_EVALUATIONS):
+        evaluate.evaluate_policy(model, tok, tasks, max_new_tokens=8, seed=seed)
+    evaluate.evaluate_policy(model, tok, tasks, max_new_tokens=8, seed=0)  # kept: used again
+    evaluate.evaluate_policy(model, tok, tasks, max_new_tokens=8, seed=99)  # seed 1's goes
+    evaluate.evaluate_policy(model, tok, tasks, max_new_tokens=8, seed=0)  # still kept
+    assert len(calls) == evaluate.KEEP_EVALUATIONS + 1
+    evaluate.evaluate_policy(model, tok, tasks, max_new_tokens=8, seed=1)
+    assert len(calls) == evaluate.KEEP_EVALUATIONS + 2
+
+
 def test_using_a_learners_code_forgets_them(setup):
     from minialign.course import impl
 
