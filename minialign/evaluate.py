@@ -108,34 +108,6 @@ def summarize(tasks, scores) -> dict:
             "per_family": per_family}
 
 
-def evaluate_policy(model: GPT, tokenizer: Tokenizer, tasks, n_samples=1, max_new_tokens=48,
-                    seed=0, temperature=TEMPERATURE, top_k=None, top_p=None) -> dict:
-    """Sample n_samples responses per task and score them with the gold reward.
-
-    Returns the summary (gold_reward_mean, task_success_rate, end_rate, per_family) plus the
-    per-response lists `tasks`, `responses`, `gold` (in the same order, for win rates).
-    """
-    if not tasks:
-        raise ValueError("no tasks to evaluate on")
-    key = (weights_digest(model), str(model.lm_head.weight.device), tuple(tasks), n_samples,
-           max_new_tokens, seed, temperature, top_k, top_p, _vocabulary(tokenizer))
-    if key in _kept:  # these weights were evaluated so already: the same answers again
-        _kept.move_to_end(key)  # (now the most recently used)
-        return copy.deepcopy(_kept[key])
-    g = torch.Generator().manual_seed(seed)
-    flat = [t for t in tasks for _ in range(n_samples)]
-    responses = sample_responses(model, tokenizer, [t.prompt for t in flat], max_new_tokens,
-                                 temperature, g, top_k=top_k, top_p=top_p)
-    scores = gold_breakdowns(flat, responses)
-    result = summarize(flat, scores)
-    result.update(tasks=flat, responses=responses, gold=[s["total"] for s in scores],
-                  breakdown=scores)
-    _kept[key] = copy.deepcopy(result)  # (a copy: callers add to their result)
-    while len(_kept) > KEEP_EVALUATIONS:
-        _kept.popitem(last=False)  # the least recently used goes
-    return result
-
-
 # The same weights, prompts and seed give the same answers, so an evaluation is kept and handed
 # back (as a copy) when asked for again in this process: PPO, GRPO and DPO each evaluate the SFT
 # model on the held-out prompts with the same seed, and the sweep retrains PPO from it many
@@ -163,6 +135,35 @@ def weights_digest(model: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy())
     return h.hexdigest()
+
+
+def evaluate_policy(model: GPT, tokenizer: Tokenizer, tasks, n_samples=1, max_new_tokens=48,
+                    seed=0, temperature=TEMPERATURE, top_k=None, top_p=None) -> dict:
+    """Sample n_samples responses per task and score them with the gold reward.
+
+    Returns the summary (gold_reward_mean, task_success_rate, end_rate, per_family) plus the
+    per-response lists `tasks`, `responses`, `gold` (in the same order, for win rates). The same
+    weights asked again with the same arguments get a copy of the kept evaluation (above).
+    """
+    if not tasks:
+        raise ValueError("no tasks to evaluate on")
+    key = (weights_digest(model), str(model.lm_head.weight.device), tuple(tasks), n_samples,
+           max_new_tokens, seed, temperature, top_k, top_p, _vocabulary(tokenizer))
+    if key in _kept:  # these weights were evaluated so already: the same answers again
+        _kept.move_to_end(key)  # (now the most recently used)
+        return copy.deepcopy(_kept[key])
+    g = torch.Generator().manual_seed(seed)
+    flat = [t for t in tasks for _ in range(n_samples)]
+    responses = sample_responses(model, tokenizer, [t.prompt for t in flat], max_new_tokens,
+                                 temperature, g, top_k=top_k, top_p=top_p)
+    scores = gold_breakdowns(flat, responses)
+    result = summarize(flat, scores)
+    result.update(tasks=flat, responses=responses, gold=[s["total"] for s in scores],
+                  breakdown=scores)
+    _kept[key] = copy.deepcopy(result)  # (a copy: callers add to their result)
+    while len(_kept) > KEEP_EVALUATIONS:
+        _kept.popitem(last=False)  # the least recently used goes
+    return result
 
 
 def eval_tasks(n_prompts: int = 0, world=None) -> list:
