@@ -74,3 +74,36 @@ def test_nothing_is_remembered_while_a_learner_s_functions_stand_in_the_library(
         assert local_steps(step, _setup(), _calls(0.03)) is not first
     finally:
         impl.restore()
+
+
+def test_the_library_s_steps_run_on_one_thread_as_the_sandboxed_student_s_do():
+    # the child that runs the student's steps has one thread; on two, the sums inside a matmul
+    # add in another order, and three AdamW steps grew that into a parameter 1.5e-5 off the
+    # child's (over the checks' 1e-5): the solutions failed ch06.dpo_step on a 2-core machine
+    seen = []
+
+    def step(model, optimizer, x, y, lr, clip):
+        seen.append(torch.get_num_threads())
+        return variant_step(_next_token_loss)(model, optimizer, x, y, lr, clip)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        checks_steps._local_steps(step, _setup(), _calls(0.04))
+        assert seen == [1]
+        assert torch.get_num_threads() == 2  # restored afterwards
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_one_thread_is_counted_across_overlapping_users():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with fixtures.one_thread():
+            with fixtures.one_thread():
+                assert torch.get_num_threads() == 1
+            assert torch.get_num_threads() == 1  # the outer user still holds it
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

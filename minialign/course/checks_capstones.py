@@ -20,48 +20,25 @@ import copy
 import math
 import re
 import threading
-from contextlib import contextmanager
 
 import torch
 
 from . import capstone as cap
 from .checks import CheckFailed, describe_type
 from .checks_steps import _GLOBAL_RANDOM_STATE
+from .fixtures import one_thread
 from .runner import NotAttempted, StudentProblem, StudentTimeout, Student
 from .wire import Build
 
 _START = {}  # the starting policy, its message for the sandbox and its gold evaluation
 _START_LOCK = threading.Lock()
-_THREADS = {"users": 0, "saved": None}  # see _one_thread
-_THREADS_LOCK = threading.Lock()
-
-
-@contextmanager
-def _one_thread():
-    """Torch on one thread while a capstone measures here: on a busy machine two threads of a
-    small model wait on each other (ten times slower, or worse). Counted, since two chapters
-    are graded at once; the setting in force before is restored when the last one is done."""
-    with _THREADS_LOCK:
-        if _THREADS["users"] == 0:
-            _THREADS["saved"] = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _THREADS["users"] += 1
-    try:
-        yield
-    finally:
-        with _THREADS_LOCK:
-            _THREADS["users"] -= 1
-            if _THREADS["users"] == 0:
-                torch.set_num_threads(_THREADS["saved"])
-
-
 def start():
     """(model, tokenizer, message for the sandbox, gold evaluation): built once per process."""
     with _START_LOCK:
         if not _START:
-            with _one_thread(), _GLOBAL_RANDOM_STATE:  # its initialisation draws from torch's
+            with one_thread(), _GLOBAL_RANDOM_STATE:  # its initialisation draws from torch's
                 model, tokenizer = cap.starting_policy()
-            with _one_thread():
+            with one_thread():
                 _START.update(model=model, tokenizer=tokenizer,
                               message=cap.start_message(model, tokenizer),
                               gold=cap.gold_of(model, tokenizer))
@@ -93,7 +70,7 @@ def check_capstone(session, capstone: cap.Capstone, written) -> str:
     except StudentProblem as e:
         e.message = f"while training with your functions: {e.message}"
         raise
-    with _one_thread():
+    with one_thread():
         trained = _load(model, state)
         trained_eval = cap.gold_of(trained, tokenizer)
         before, after = start_eval["gold_reward_mean"], trained_eval["gold_reward_mean"]

@@ -91,7 +91,8 @@ def local_steps(step, setup: dict, calls: list, seed: int = 0) -> Steps:
 
 
 def _local_steps(step, setup: dict, calls: list, seed: int = 0) -> Steps:
-    with _GLOBAL_RANDOM_STATE, torch.random.fork_rng(devices=[]):
+    # on one thread, as the student's steps run in the sandbox (fixtures.one_thread)
+    with fixtures.one_thread(), _GLOBAL_RANDOM_STATE, torch.random.fork_rng(devices=[]):
         kept: dict = {}
         for name, build in setup.items():
             kept[name] = _construct(_substitute(build, kept))

@@ -30,6 +30,7 @@ the parent compares, never code it runs. `checks_steps.py` runs a step exercise 
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 
 import torch
 
@@ -46,6 +47,32 @@ IGNORE = -100  # sft.IGNORE, the label F.cross_entropy skips (sft itself imports
 # a mask comes out different (a mistake then goes unrecognised). Re-entrant: a local run builds
 # fixtures while it holds the lock.
 GLOBAL_RANDOM_STATE = threading.RLock()
+
+_THREADS = {"users": 0, "saved": None}  # see one_thread
+_THREADS_LOCK = threading.Lock()
+
+
+@contextmanager
+def one_thread():
+    """Torch on one thread while the trusted side computes what a sandbox child computes on one
+    (the child always runs on one). A sum split over two threads adds in another order, and a
+    few optimizer steps can turn that last-bit difference into one beyond the checks' tolerance
+    (Adam divides a near-zero gradient by its own size). It also keeps a capstone's measurement
+    fast on a busy machine, where two threads of a small model wait on each other. Counted,
+    since chapters are graded in parallel threads: the setting in force before is restored when
+    the last user is done."""
+    with _THREADS_LOCK:
+        if _THREADS["users"] == 0:
+            _THREADS["saved"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _THREADS["users"] += 1
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            _THREADS["users"] -= 1
+            if _THREADS["users"] == 0:
+                torch.set_num_threads(_THREADS["saved"])
 
 
 def tiny_gpt(seed: int = 0, vocab_size: int = 32, block_size: int = 16, n_layer: int = 1,
