@@ -13,7 +13,7 @@ report
 
 Responses are sampled from the policy's own distribution at temperature TEMPERATURE (0.6)
 everywhere: in evaluation, in the reward model's candidates, in PPO's rollouts (whose log-probs
-use the same temperature) and in best-of-N. A model of two million parameters spreads a little
+use the same temperature) and in best-of-N. A model of 1.5 million parameters spreads a little
 probability over wrong tokens at every step; at temperature 1 those slips add up over a
 response, at 0.6 they mostly vanish. KLs are measured between the tempered distributions.
 """

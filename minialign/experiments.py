@@ -716,13 +716,14 @@ GRPO_VARIANTS = {
     "grpo_gold": dict(reward_source="gold"),
 }
 # The verifier's runs train for this many times the grpo stage's iterations. Its rewards are 0
-# or 1, so dynamic sampling drops the groups whose answers are all right or all wrong, about 70%
-# of them, and in as many iterations it learns from under a third as many groups as the reward
-# model's run. What stops that run at 16 iterations, a proxy that starts being hacked, does not
-# apply to the outcomes a verifier checks; what it cannot check (style, jokes) it leaves
-# unguarded, and chapter 8 shows what that costs. Over PPO's five seeds, its task success on the
-# verifiable families was level with PPO's at 16 iterations (86.3% against 85.0%, +1.3 ± 1.3
-# points) and ahead at 32 (88.6%, +3.6 ± 1.1).
+# or 1, so dynamic sampling drops the groups whose answers are all right or all wrong, about two
+# thirds of them, and in as many iterations it learns from about a third as many groups as the
+# reward model's run. What stops that run at 16 iterations, a proxy that starts being hacked,
+# does not apply to the outcomes a verifier checks; what it cannot check (style, jokes) it leaves
+# unguarded, and chapter 8 shows what that costs. Over PPO's five seeds, with the earlier
+# 4-layer model, its task success on the verifiable families was level with PPO's at 16
+# iterations (86.3% against 85.0%, +1.3 ± 1.3 points) and ahead at 32 (88.6%, +3.6 ± 1.1); with
+# the 3-layer model, at 32, 86.4% against 81.9% (+4.6 ± 0.7).
 VERIFIER_ITERATIONS = 2
 # the policies of the reward-source comparison: name -> stage
 REWARD_SOURCE_POLICIES = {"SFT": "sft", "PPO (reward model)": "ppo",

@@ -72,7 +72,7 @@ class GRPOConfig:
     kl_coef: float = 0.2  # beta, per token; 0: no KL term at all (DAPO). DeepSeekMath's 0.04
     #                       let the KL here run to ~3 nats over 32 iterations, where the reward
     #                       model is hacked (gold falls back while the proxy climbs); 0.2 held
-    #                       it near 1.5 over 32 (with an earlier reward model) and at 1.3 over
+    #                       it near 1.5 over 32 (with an earlier reward model) and at 1.0 over
     #                       16 in the default run
     kl_in: str = "loss"  # "loss": k3 per token in the loss (GRPO); "reward": k1 summed over
     #                      the response, subtracted from its reward before the advantages (RLOO)
