@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from minialign.course.grader import grade_submissions
 from minialign.course.markers import CHAPTERS, REPO_DIR, find_exercises
@@ -52,7 +53,9 @@ def test_every_graded_exercise_has_two_mutants():
 
 
 @pytest.fixture(scope="module")
-def mutant_reports(tmp_path_factory):
+def class_grading(tmp_path_factory):
+    """The mutants graded as one class: (a report per mutant, None where its snippet is stale;
+    whether torch's global generator was left as it was)."""
     root = tmp_path_factory.mktemp("mutants")
     names = []
     for n, m in enumerate(MUTANTS):
@@ -67,9 +70,27 @@ def mutant_reports(tmp_path_factory):
         names.append(folder.name)
     chapters = sorted({int(m.exercise[2:4]) for m in MUTANTS})
     # the capstones (a training run each) are graded by test_capstones.py, with their mutants
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
     reports = {r.student: r for r in grade_submissions(root, chapters, strict=True,
                                                         capstones=False)}
-    return [reports.get(name) for name in names]
+    return [reports.get(name) for name in names], torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.fixture(scope="module")
+def mutant_reports(class_grading):
+    return class_grading[0]
+
+
+def test_grading_a_class_leaves_torchs_global_generator_as_it_was(class_grading):
+    # The students' chapters are checked in parallel threads, and a reference step seeds torch's
+    # global generator and builds its model from it while holding fixtures.GLOBAL_RANDOM_STATE.
+    # A draw on the trusted side outside that lock (and outside fork_rng, which would restore
+    # the state) can land inside such a run and change the reference that every student is
+    # then compared with (it is remembered): once, each student's correct PPO update failed.
+    # Every such draw also moves the global state, which is what this sees.
+    assert class_grading[1], ("the grader drew from torch's global generator outside "
+                              "fixtures.GLOBAL_RANDOM_STATE and torch.random.fork_rng")
 
 
 @pytest.mark.parametrize("index", range(len(MUTANTS)),

@@ -145,10 +145,17 @@ def pair_batch(seed: int, lengths=((3, 4, 2), (5, 2, 6), (2, 7, 7)), vocab_size:
 def tiny_policy(seed: int = 0, value_std: float = 0.0, **gpt):
     """tiny_gpt(seed, **gpt) with PPO's value head (`ppo.PolicyWithValueHead`), in the mode
     tiny_gpt's `train` says. The head starts at zero, as in the library; value_std > 0 draws its
-    weights from N(0, value_std^2) instead (seeded), so that the values differ from 0."""
+    weights from N(0, value_std^2) instead (seeded), so that the values differ from 0.
+    Torch's global generator is left as it was."""
     from ..ppo import PolicyWithValueHead
 
-    policy = PolicyWithValueHead(tiny_gpt(seed, **gpt))
+    trunk = tiny_gpt(seed, **gpt)
+    # the head's nn.Linear draws its initial weights from the global generator before the
+    # library zeroes them: under the lock, or those draws land inside another thread's seeded
+    # run (a reference step's model built from other numbers: seen in a class graded in
+    # parallel, where every student then failed against that wrong reference)
+    with GLOBAL_RANDOM_STATE, torch.random.fork_rng(devices=[]):
+        policy = PolicyWithValueHead(trunk)
     if value_std:
         g = torch.Generator().manual_seed(seed + 1)
         weight = policy.value_head.weight
