@@ -66,3 +66,12 @@ def test_a_fixture_leaves_the_global_generator_as_it_was(name):
     before = torch.get_rng_state()
     BUILDERS[name]()
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_every_fixture_is_in_that_list():
+    import inspect
+
+    helpers = {"reseed", "state_of", "optimizer_steps", "one_thread"}  # not builders
+    builders = {name for name, fn in inspect.getmembers(fixtures, inspect.isfunction)
+                if fn.__module__ == fixtures.__name__ and not name.startswith("_")}
+    assert builders - helpers == {name.split(",")[0] for name in BUILDERS}
