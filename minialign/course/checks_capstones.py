@@ -25,18 +25,19 @@ import torch
 
 from . import capstone as cap
 from .checks import CheckFailed, describe_type
-from .checks_steps import _GLOBAL_RANDOM_STATE
-from .fixtures import one_thread
+from .fixtures import GLOBAL_RANDOM_STATE, one_thread
 from .runner import NotAttempted, StudentProblem, StudentTimeout, Student
 from .wire import Build
 
 _START = {}  # the starting policy, its message for the sandbox and its gold evaluation
 _START_LOCK = threading.Lock()
+
+
 def start():
     """(model, tokenizer, message for the sandbox, gold evaluation): built once per process."""
     with _START_LOCK:
         if not _START:
-            with one_thread(), _GLOBAL_RANDOM_STATE:  # its initialisation draws from torch's
+            with one_thread(), GLOBAL_RANDOM_STATE:  # its initialisation draws from torch's
                 model, tokenizer = cap.starting_policy()
             with one_thread():
                 _START.update(model=model, tokenizer=tokenizer,

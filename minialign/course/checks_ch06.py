@@ -17,9 +17,8 @@ from minialign import dpo
 from minialign import model as ref
 from minialign.course import fixtures
 from minialign.course.checks import exercise
-from minialign.course.checks_steps import (_GLOBAL_RANDOM_STATE, FIXTURES, Kept, compare_steps,
-                                           local_steps, step_mistakes, student_steps,
-                                           variant_step)
+from minialign.course.checks_steps import (FIXTURES, Kept, compare_steps, local_steps,
+                                           step_mistakes, student_steps, variant_step)
 from minialign.course.wire import Build
 
 # ==============================================================================================
@@ -355,7 +354,7 @@ def _dpo_setup(**model):
 def _reference_logps(batch, temperature, seed):
     """The frozen reference's (B,) log-probs of the chosen and of the rejected rows: a tiny GPT
     (seed 0: the policy's starting weights), scored once, without dropout."""
-    with _GLOBAL_RANDOM_STATE:  # its initialisation seeds torch's generator (other threads)
+    with fixtures.GLOBAL_RANDOM_STATE:  # its initialisation seeds torch's generator (other threads)
         reference = fixtures.tiny_gpt(seed=seed, train=False)
     logps = ref.logprobs_of_responses(reference, *batch, temperature)  # (2B,)
     n = logps.size(0) // 2

@@ -42,11 +42,11 @@ from .checks import describe_type, tensors_close, value_difference
 from .wire import Build
 
 FIXTURES = "minialign.course.fixtures"
+
 # The grader checks chapters in parallel threads, and torch's global generator (which model
 # initialisation and dropout draw from) is one per process: the runs here that seed it and draw
-# from it take turns with each other and with the fixtures other checks build (one lock, see
-# fixtures.GLOBAL_RANDOM_STATE), or a dropout mask could come from another chapter's draws.
-_GLOBAL_RANDOM_STATE = fixtures.GLOBAL_RANDOM_STATE
+# from it hold fixtures.GLOBAL_RANDOM_STATE, the lock the fixtures other checks build under, and
+# take turns with them, or a dropout mask could come from another chapter's draws.
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def local_steps(step, setup: dict, calls: list, seed: int = 0) -> Steps:
 
 def _local_steps(step, setup: dict, calls: list, seed: int = 0) -> Steps:
     # on one thread, as the student's steps run in the sandbox (fixtures.one_thread)
-    with fixtures.one_thread(), _GLOBAL_RANDOM_STATE, torch.random.fork_rng(devices=[]):
+    with fixtures.one_thread(), fixtures.GLOBAL_RANDOM_STATE, torch.random.fork_rng(devices=[]):
         kept: dict = {}
         for name, build in setup.items():
             kept[name] = _construct(_substitute(build, kept))
@@ -293,7 +293,7 @@ def local_call(fn, setup: dict, args: tuple, seed: int = 0):
 
 
 def _local_call(fn, setup: dict, args: tuple, seed: int = 0):
-    with _GLOBAL_RANDOM_STATE, torch.random.fork_rng(devices=[]):
+    with fixtures.GLOBAL_RANDOM_STATE, torch.random.fork_rng(devices=[]):
         kept: dict = {}
         for name, build in setup.items():
             kept[name] = _construct(_substitute(build, kept))
